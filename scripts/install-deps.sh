@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything Tally needs to build, test and run a local cluster, from Debian 12's packages.
+# Idempotent: packages already installed are skipped, so a second run does no network I/O.
+# Run as root (or with sudo available).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy
+  # libraries
+  libpqxx-dev libpq-dev libboost-dev libboost-system-dev libzookeeper-mt-dev libyaml-cpp-dev
+  # servers the local cluster and the tests run for real
+  postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
+  # process tools used by tallyctl and the tests
+  procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# The postgresql package creates and starts a default cluster on systemd machines; Tally never uses
+# it (the local cluster runs its own data directories), and on machines without systemd nothing starts.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
