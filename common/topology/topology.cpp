@@ -1,0 +1,124 @@
+#include "common/topology/topology.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tally {
+
+using nlohmann::json;
+
+namespace topology_paths {
+std::string shard(const std::string& range) {
+  return std::string(kShards) + "/" + range;
+}
+std::string shard_proxies(const std::string& range) {
+  return std::string(kRoot) + "/shard_proxies/" + range;
+}
+std::string health(const std::string& range) {
+  return std::string(kRoot) + "/health/" + range;
+}
+}  // namespace topology_paths
+
+std::string encode_keyspace(const KeyspaceRecord& record) {
+  return json{{"version", record.version}, {"shards", record.shards}}.dump();
+}
+
+Result<KeyspaceRecord> decode_keyspace(const std::string& json_text) {
+  json j = json::parse(json_text, nullptr, false);
+  const std::string where = std::string(topology_paths::kKeyspace);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      where + ": expected a JSON object, got '" + json_text.substr(0, 80) + "'");
+  }
+  if (!j.contains("version") || !j["version"].is_number_integer()) {
+    return make_error(ErrorCode::kInvalidArgument, where + ": 'version' must be an integer");
+  }
+  if (!j.contains("shards") || !j["shards"].is_array()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      where + ": 'shards' must be a list of ranges like [\"-80\",\"80-\"]");
+  }
+  KeyspaceRecord r;
+  r.version = j["version"].get<int64_t>();
+  for (const auto& s : j["shards"]) {
+    if (!s.is_string()) {
+      return make_error(ErrorCode::kInvalidArgument, where + ": every shard must be a string");
+    }
+    r.shards.push_back(s.get<std::string>());
+  }
+  return r;
+}
+
+std::string encode_shard(const ShardRecord& record) {
+  return json{{"leader", record.leader}, {"replica", record.replica}, {"state", record.state}}
+      .dump();
+}
+
+Result<ShardRecord> decode_shard(const std::string& range, const std::string& json_text) {
+  json j = json::parse(json_text, nullptr, false);
+  const std::string where = topology_paths::shard(range);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument, where + ": expected a JSON object");
+  }
+  ShardRecord r;
+  if (!j.contains("leader") || !j["leader"].is_string() || j["leader"].get<std::string>().empty()) {
+    return make_error(ErrorCode::kInvalidArgument, where + ": 'leader' must be \"host:port\"");
+  }
+  r.leader = j["leader"].get<std::string>();
+  if (j.contains("replica") && j["replica"].is_string())
+    r.replica = j["replica"].get<std::string>();
+  if (j.contains("state") && j["state"].is_string()) r.state = j["state"].get<std::string>();
+  return r;
+}
+
+Result<TopologySnapshot> read_topology(ZkClient& zk) {
+  auto ks_node = zk.get(topology_paths::kKeyspace);
+  if (!ks_node) return ks_node.error();
+  auto keyspace = decode_keyspace(ks_node->data);
+  if (!keyspace) return keyspace.error();
+  auto map = ShardMap::from_names(keyspace->shards);
+  if (!map) {
+    return make_error(map.error().code,
+                      std::string(topology_paths::kKeyspace) + ": " + map.error().message);
+  }
+  TopologySnapshot snap{*keyspace, *map, {}};
+  for (const auto& range : map->ranges()) {
+    std::string name = range.name();
+    auto node = zk.get(topology_paths::shard(name));
+    if (!node) return node.error();
+    auto record = decode_shard(name, node->data);
+    if (!record) return record.error();
+    snap.shards.push_back({range, *record, node->version});
+  }
+  return snap;
+}
+
+Result<TopologySnapshot> bootstrap_topology(ZkClient& zk, const KeyspaceRecord& keyspace,
+                                            const std::vector<ShardRecord>& shards) {
+  auto map = ShardMap::from_names(keyspace.shards);
+  if (!map) return map.error();
+  if (shards.size() != map->size()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "bootstrap_topology: " + std::to_string(shards.size()) +
+                          " shard records for " + std::to_string(map->size()) + " ranges");
+  }
+  auto existing = zk.exists(topology_paths::kKeyspace);
+  if (!existing) return existing.error();
+  if (!*existing) {
+    if (auto st = zk.ensure_path(topology_paths::kShards); !st) return st.error();
+    // Shard nodes first, the keyspace node last: a reader that sees the keyspace finds its shards.
+    for (size_t i = 0; i < shards.size(); ++i) {
+      // Canonical names, so "-80" and "-8000" name the same node.
+      auto range = ShardRange::parse(keyspace.shards[i]);
+      std::string path = topology_paths::shard(range->name());
+      auto created = zk.create(path, encode_shard(shards[i]));
+      if (!created && created.error().code != ErrorCode::kAlreadyExists) return created.error();
+      if (!created) {
+        if (auto st = zk.set(path, encode_shard(shards[i]), -1); !st) return st.error();
+      }
+    }
+    auto created = zk.create(topology_paths::kKeyspace, encode_keyspace(keyspace));
+    if (!created && created.error().code != ErrorCode::kAlreadyExists) return created.error();
+  }
+  return read_topology(zk);
+}
+
+}  // namespace tally

@@ -1,0 +1,250 @@
+#include "tallyctl/src/commands.h"
+
+#include <unistd.h>
+
+#include <iomanip>
+#include <map>
+#include <optional>
+#include <ostream>
+
+#include "common/cluster/cluster_manifest.h"
+#include "common/migrations/migration_runner.h"
+#include "common/topology/topology.h"
+#include "common/zk/zk_client.h"
+#include "tallyctl/src/local_cluster.h"
+
+namespace tally {
+namespace {
+
+constexpr const char* kUsage =
+    "usage:\n"
+    "  tallyctl cluster up --dir DIR [--shards N] [--base-port P] [--config FILE] [--migrations "
+    "DIR]\n"
+    "  tallyctl cluster status --dir DIR\n"
+    "  tallyctl cluster down --dir DIR\n"
+    "  tallyctl topology show --dir DIR\n"
+    "  tallyctl migrate --dir DIR [--migrations DIR]\n";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> flags;
+};
+
+std::optional<Args> parse(const std::vector<std::string>& raw, std::ostream& err) {
+  Args a;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const std::string& s = raw[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string key = s.substr(2);
+      std::string value;
+      auto eq = key.find('=');
+      if (eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+      } else if (i + 1 < raw.size()) {
+        value = raw[++i];
+      } else {
+        err << "tallyctl: --" << key << " needs a value\n" << kUsage;
+        return std::nullopt;
+      }
+      a.flags[key] = value;
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+std::optional<int> int_flag(const Args& a, const std::string& key, std::ostream& err) {
+  auto it = a.flags.find(key);
+  if (it == a.flags.end()) return std::nullopt;
+  try {
+    size_t pos = 0;
+    int v = std::stoi(it->second, &pos);
+    if (pos == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  err << "tallyctl: --" << key << " expects an integer, got '" << it->second << "'\n";
+  return -1;
+}
+
+std::filesystem::path default_migrations_dir() {
+  // Next to an installed binary first (/usr/local/bin/../share/tally/migrations), then the source
+  // tree this binary was built from.
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "share" / "tally" / "migrations";
+    if (std::filesystem::is_directory(installed)) return installed;
+  }
+  return TALLY_DEFAULT_MIGRATIONS_DIR;
+}
+
+int fail(std::ostream& err, const Error& e) {
+  err << "tallyctl: " << e.message << "\n";
+  return 1;
+}
+
+int cluster_up(const Args& a, std::ostream& out, std::ostream& err) {
+  LocalClusterOptions o;
+  if (a.flags.count("config")) {
+    try {
+      o = load_local_cluster_options(a.flags.at("config"));
+    } catch (const ConfigError& e) {
+      err << "tallyctl: " << e.what() << "\n";
+      return 2;
+    }
+  }
+  o.dir = std::filesystem::absolute(a.flags.at("dir"));
+  if (auto n = int_flag(a, "shards", err)) {
+    if (*n < 1 || *n > 16 || (*n & (*n - 1))) {
+      err << "tallyctl: --shards expects a power of two from 1 to 16, got '" << a.flags.at("shards")
+          << "'\n";
+      return 2;
+    }
+    o.shards = *n;
+  }
+  if (auto p = int_flag(a, "base-port", err)) {
+    if (*p < 1024 || *p > 65000) {
+      err << "tallyctl: --base-port expects a port from 1024 to 65000, got '"
+          << a.flags.at("base-port") << "'\n";
+      return 2;
+    }
+    o.base_port = *p;
+  }
+  if (a.flags.count("migrations")) o.migrations_dir = a.flags.at("migrations");
+  if (o.migrations_dir.empty()) o.migrations_dir = default_migrations_dir();
+
+  auto m = LocalCluster::up(o, out);
+  if (!m) return fail(err, m.error());
+  out << "\nTally cluster running (" << m->shards.size()
+      << " shards). Manifest: " << LocalCluster::manifest_path(o.dir).string() << "\n";
+  out << "  ZooKeeper:  " << m->zookeeper << "\n";
+  for (const auto& p : m->processes) {
+    if (p.role != "pg_leader" && p.role != "pg_replica") continue;
+    out << "  shard " << std::left << std::setw(6) << p.shard.value_or("") << " "
+        << (p.role == "pg_leader" ? "leader " : "replica") << "  psql \"" << m->conninfo(p, "admin")
+        << "\"\n";
+  }
+  out << "  status:     tallyctl cluster status --dir " << o.dir.string() << "\n"
+      << "  stop:       tallyctl cluster down --dir " << o.dir.string() << "\n";
+  return 0;
+}
+
+int cluster_status(const Args& a, std::ostream& out, std::ostream& err) {
+  auto health = LocalCluster::status(std::filesystem::absolute(a.flags.at("dir")));
+  if (!health) return fail(err, health.error());
+  bool all_ok = true;
+  out << std::left << std::setw(22) << "NAME" << std::setw(14) << "ROLE" << std::setw(8) << "SHARD"
+      << std::setw(9) << "PID" << std::setw(10) << "STATE"
+      << "DETAIL\n";
+  for (const auto& h : *health) {
+    std::string state = !h.running ? "stopped" : (h.responding ? "healthy" : "unhealthy");
+    all_ok = all_ok && h.running && h.responding;
+    out << std::left << std::setw(22) << h.name << std::setw(14) << h.role << std::setw(8)
+        << (h.shard.empty() ? "-" : h.shard) << std::setw(9) << h.pid << std::setw(10) << state
+        << h.detail << "\n";
+  }
+  return all_ok ? 0 : 1;
+}
+
+int cluster_down(const Args& a, std::ostream& out, std::ostream& err) {
+  auto st = LocalCluster::down(std::filesystem::absolute(a.flags.at("dir")), out);
+  if (!st) return fail(err, st.error());
+  out << "cluster stopped (data kept; `cluster up` with the same --dir starts it again)\n";
+  return 0;
+}
+
+Result<std::unique_ptr<ZkClient>> zk_for(const ClusterManifest& m) {
+  ZkOptions o;
+  o.hosts = m.zookeeper;
+  o.connect_timeout = std::chrono::seconds(5);
+  return ZkClient::connect(o);
+}
+
+int topology_show(const Args& a, std::ostream& out, std::ostream& err) {
+  auto m = read_manifest(LocalCluster::manifest_path(std::filesystem::absolute(a.flags.at("dir"))));
+  if (!m) return fail(err, m.error());
+  auto zk = zk_for(*m);
+  if (!zk) return fail(err, zk.error());
+  auto topo = read_topology(**zk);
+  if (!topo) return fail(err, topo.error());
+  out << "keyspace version " << topo->keyspace.version << ", " << topo->shards.size()
+      << " shards\n";
+  out << std::left << std::setw(8) << "RANGE" << std::setw(18) << "LEADER" << std::setw(18)
+      << "REPLICA"
+      << "STATE\n";
+  for (const auto& s : topo->shards) {
+    out << std::left << std::setw(8) << s.range.name() << std::setw(18) << s.record.leader
+        << std::setw(18) << (s.record.replica.empty() ? "-" : s.record.replica) << s.record.state
+        << "\n";
+  }
+  return 0;
+}
+
+int migrate(const Args& a, std::ostream& out, std::ostream& err) {
+  auto m = read_manifest(LocalCluster::manifest_path(std::filesystem::absolute(a.flags.at("dir"))));
+  if (!m) return fail(err, m.error());
+  auto files = load_migration_files(
+      a.flags.count("migrations") ? a.flags.at("migrations") : default_migrations_dir().string());
+  if (!files) return fail(err, files.error());
+  // The leaders as ZooKeeper names them now: after a failover that is not what cluster.json says.
+  auto zk = zk_for(*m);
+  if (!zk) return fail(err, zk.error());
+  auto topo = read_topology(**zk);
+  if (!topo) return fail(err, topo.error());
+  std::vector<MigrationTarget> targets;
+  const auto& admin = m->users.at("admin");
+  for (const auto& s : topo->shards) {
+    auto colon = s.record.leader.rfind(':');
+    targets.push_back({s.range.name(), "host=" + s.record.leader.substr(0, colon) +
+                                           " port=" + s.record.leader.substr(colon + 1) +
+                                           " dbname=" + m->database + " user=" + admin.name +
+                                           " password=" + admin.password + " connect_timeout=5"});
+  }
+  auto outcomes = apply_migrations_to_all(targets, *files);
+  if (!outcomes) return fail(err, outcomes.error());
+  for (const auto& o : *outcomes) {
+    out << "shard " << o.shard << ": " << o.applied.size() << " applied, " << o.already_applied
+        << " already applied\n";
+    for (const auto& name : o.applied) out << "  applied " << name << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::ostream& err) {
+  auto args = parse(raw, err);
+  if (!args) return 2;
+  const auto& pos = args->positional;
+  auto need_dir = [&]() {
+    if (args->flags.count("dir")) return true;
+    err << "tallyctl: --dir DIR is required\n" << kUsage;
+    return false;
+  };
+  if (pos.size() == 2 && pos[0] == "cluster") {
+    if (!need_dir()) return 2;
+    if (pos[1] == "up") return cluster_up(*args, out, err);
+    if (pos[1] == "status") return cluster_status(*args, out, err);
+    if (pos[1] == "down") return cluster_down(*args, out, err);
+  }
+  if (pos.size() == 2 && pos[0] == "topology" && pos[1] == "show") {
+    if (!need_dir()) return 2;
+    return topology_show(*args, out, err);
+  }
+  if (pos.size() == 1 && pos[0] == "migrate") {
+    if (!need_dir()) return 2;
+    return migrate(*args, out, err);
+  }
+  if (pos.size() == 1 && (pos[0] == "help" || pos[0] == "--help")) {
+    out << kUsage;
+    return 0;
+  }
+  err << "tallyctl: unknown command";
+  for (const auto& p : pos) err << " " << p;
+  err << "\n" << kUsage;
+  return 2;
+}
+
+}  // namespace tally

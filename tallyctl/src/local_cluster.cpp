@@ -1,0 +1,470 @@
+#include "tallyctl/src/local_cluster.h"
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <ostream>
+#include <random>
+
+#include "common/keyspace/shard_map.h"
+#include "common/migrations/migration_runner.h"
+#include "common/process/child_process.h"
+#include "common/process/system_user.h"
+#include "common/topology/topology.h"
+#include "common/zk/zk_client.h"
+#include "tallyctl/src/postgres_node.h"
+#include "tallyctl/src/zookeeper_node.h"
+
+namespace tally {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kAdminUser = "tally";
+constexpr const char* kAnalystUser = "tally_analyst";
+constexpr const char* kReplicationUser = "tally_replicator";
+
+std::string random_password() {
+  std::random_device rd;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 24; ++i) out += kHex[rd() % 16];
+  return out;
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string format_seconds(double s) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.1f s", s);
+  return buf;
+}
+
+// The substring of a process's command line that proves a PID is still ours.
+std::string process_needle(const ManifestProcess& p) {
+  if (p.role == "pg_leader" || p.role == "pg_replica") return p.data_dir;
+  return p.config;
+}
+
+PostgresCredentials credentials_of(const ClusterManifest& m) {
+  PostgresCredentials c;
+  c.superuser = m.users.at("admin").name;
+  c.superuser_password = m.users.at("admin").password;
+  c.replication_user = m.users.at("replication").name;
+  c.replication_password = m.users.at("replication").password;
+  return c;
+}
+
+// Runs SQL as the superuser on one node; the start-up path, so plain libpq is enough.
+Status exec_sql(const std::string& conninfo, const std::string& sql, const std::string& what) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return make_error(ErrorCode::kUnavailable,
+                      what + ": cannot connect: " + PQerrorMessage(conn.get()));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> res(PQexec(conn.get(), sql.c_str()), &PQclear);
+  auto status = PQresultStatus(res.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return make_error(ErrorCode::kInternal, what + ": " + PQresultErrorMessage(res.get()));
+  }
+  return ok_status();
+}
+
+Result<std::string> query_value(const std::string& conninfo, const std::string& sql) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return make_error(ErrorCode::kUnavailable, PQerrorMessage(conn.get()));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> res(PQexec(conn.get(), sql.c_str()), &PQclear);
+  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK || PQntuples(res.get()) < 1) {
+    return make_error(ErrorCode::kInternal, PQresultErrorMessage(res.get()));
+  }
+  return std::string(PQgetvalue(res.get(), 0, 0));
+}
+
+Result<std::optional<SystemUser>> service_account(const std::string& name) {
+  if (!running_as_root()) return std::optional<SystemUser>{};
+  auto user = ensure_system_user(name);
+  if (!user) return user.error();
+  return std::optional<SystemUser>(*user);
+}
+
+// The servers' account must be able to reach DIR: a root user's cluster under /root would not be.
+Status check_reachable(const std::filesystem::path& dir, const std::optional<SystemUser>& user) {
+  if (!user) return ok_status();
+  SpawnOptions probe;
+  probe.argv = {"test", "-x", dir.string()};
+  probe.run_as = user;
+  auto rc = run_command(probe, std::chrono::seconds(10));
+  if (!rc) return rc.error();
+  if (*rc != 0) {
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        "the service account '" + user->name + "' cannot enter " + dir.string() +
+            " (PostgreSQL refuses to run as root, so it runs as that account); choose "
+            "a directory every user can traverse, e.g. under /var/lib or /tmp");
+  }
+  return ok_status();
+}
+
+class Launcher {
+ public:
+  Launcher(ClusterManifest& manifest, std::filesystem::path dir, std::optional<SystemUser> run_as,
+           LocalClusterOptions options, std::ostream& progress)
+      : manifest_(manifest),
+        dir_(std::move(dir)),
+        run_as_(std::move(run_as)),
+        options_(std::move(options)),
+        progress_(progress) {}
+
+  Status save() { return write_manifest(LocalCluster::manifest_path(dir_), manifest_); }
+
+  ZooKeeperNode zookeeper_node(const ManifestProcess& p) const {
+    return ZooKeeperNode({std::filesystem::path(p.config).parent_path(), p.ports.at("zk"),
+                          options_.zookeeper_tick_ms, run_as_});
+  }
+
+  PostgresNode postgres_node(const ManifestProcess& p) const {
+    PostgresNodeOptions o;
+    o.data_dir = p.data_dir;
+    o.log_file = p.log;
+    o.port = p.ports.at("pg");
+    o.bin_dir = options_.pg_bin_dir;
+    o.run_as = run_as_;
+    o.shared_buffers = options_.pg_shared_buffers;
+    o.max_connections = options_.pg_max_connections;
+    return PostgresNode(o);
+  }
+
+  // Starts one recorded process that is not running; records its PID.
+  Status start(ManifestProcess& p) {
+    auto t0 = Clock::now();
+    Result<pid_t> pid = make_error(ErrorCode::kInternal, "unknown role " + p.role);
+    if (p.role == "zookeeper") {
+      auto node = zookeeper_node(p);
+      pid = node.start();
+    } else if (p.role == "pg_leader" || p.role == "pg_replica") {
+      auto node = postgres_node(p);
+      pid = node.start(credentials_of(manifest_));
+    }
+    if (!pid) {
+      return make_error(pid.error().code, "starting " + p.name + " failed (log: " + p.log + "):\n" +
+                                              pid.error().message);
+    }
+    p.pid = *pid;
+    progress_ << "  started " << p.name << " (pid " << p.pid << ", " << ports_text(p) << ") in "
+              << format_seconds(seconds_since(t0)) << "\n";
+    return save();
+  }
+
+  static std::string ports_text(const ManifestProcess& p) {
+    std::string out;
+    for (const auto& [k, v] : p.ports)
+      out += (out.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    return out;
+  }
+
+ private:
+  ClusterManifest& manifest_;
+  std::filesystem::path dir_;
+  std::optional<SystemUser> run_as_;
+  LocalClusterOptions options_;
+  std::ostream& progress_;
+};
+
+Status chown_path(const std::filesystem::path& p, const std::optional<SystemUser>& user) {
+  if (user && chown(p.c_str(), user->uid, user->gid) != 0) {
+    return make_error(ErrorCode::kInternal, "cannot chown " + p.string() + " to " + user->name);
+  }
+  return ok_status();
+}
+
+ManifestProcess pg_process(const std::filesystem::path& dir, int index, const std::string& range,
+                           bool leader, int port) {
+  std::string node = leader ? "leader" : "replica";
+  auto shard_dir = dir / "shards" / ("shard" + std::to_string(index));
+  ManifestProcess p;
+  p.name = "pg-shard" + std::to_string(index) + "-" + node;
+  p.role = leader ? "pg_leader" : "pg_replica";
+  p.shard = range;
+  p.ports["pg"] = port;
+  p.data_dir = (shard_dir / node).string();
+  p.log = (shard_dir / (node + ".log")).string();
+  p.config = (shard_dir / node / "tally.conf").string();
+  return p;
+}
+
+// Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
+// failure part-way is cleaned up by stopping exactly what the manifest lists.
+Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
+                                       const std::optional<SystemUser>& run_as,
+                                       std::ostream& progress) {
+  auto map = ShardMap::uniform(options.shards);
+  if (!map) return map.error();
+  auto migrations = load_migration_files(options.migrations_dir);
+  if (!migrations) return migrations.error();
+  PortLayout ports = port_layout(options.base_port);
+
+  ClusterManifest m;
+  m.database = "tally";
+  m.users["admin"] = {kAdminUser, random_password()};
+  m.users["analyst"] = {kAnalystUser, random_password()};
+  m.users["replication"] = {kReplicationUser, random_password()};
+  m.zookeeper = "127.0.0.1:" + std::to_string(ports.zookeeper);
+  m.base_port = options.base_port;
+  // Services not built yet are listed as null so clients can tell "absent" from "misconfigured".
+  m.endpoints["rest"] = std::nullopt;
+  m.endpoints["ingest"] = std::nullopt;
+  m.endpoints["analyst_pg"] = std::nullopt;
+  m.endpoints["zookeeper"] = m.zookeeper;
+  for (const auto& r : map->ranges()) m.shards.push_back(r.name());
+
+  Launcher launcher(m, options.dir, run_as, options, progress);
+  if (auto st = launcher.save(); !st) return st.error();
+
+  // ZooKeeper.
+  {
+    ManifestProcess zk;
+    zk.name = "zookeeper";
+    zk.role = "zookeeper";
+    zk.ports["zk"] = ports.zookeeper;
+    zk.data_dir = (options.dir / "zookeeper" / "data").string();
+    zk.log = (options.dir / "zookeeper" / "zookeeper.log").string();
+    zk.config = (options.dir / "zookeeper" / "zoo.cfg").string();
+    std::filesystem::create_directories(options.dir / "zookeeper");
+    if (auto st = chown_path(options.dir / "zookeeper", run_as); !st) return st.error();
+    m.processes.push_back(zk);
+    if (auto st = launcher.start(m.processes.back()); !st) return st.error();
+  }
+
+  const auto creds = credentials_of(m);
+  std::vector<ShardRecord> records;
+  std::vector<MigrationTarget> targets;
+  std::filesystem::create_directories(options.dir / "shards");
+  if (auto st = chown_path(options.dir / "shards", run_as); !st) return st.error();
+  for (size_t i = 0; i < map->size(); ++i) {
+    const int index = static_cast<int>(i);
+    const std::string range = map->ranges()[i].name();
+    auto t0 = Clock::now();
+
+    m.processes.push_back(
+        pg_process(options.dir, index, range, /*leader=*/true, ports.pg_leader(index)));
+    auto leader = launcher.postgres_node(m.processes.back());
+    if (auto st = leader.init_leader(creds); !st) return st.error();
+    if (auto st = launcher.start(m.processes.back()); !st) return st.error();
+
+    const std::string admin_postgres =
+        leader.conninfo(creds.superuser, creds.superuser_password, "postgres");
+    const std::string setup = "CREATE ROLE " + creds.replication_user +
+                              " WITH REPLICATION LOGIN PASSWORD '" + creds.replication_password +
+                              "';";
+    if (auto st = exec_sql(admin_postgres, setup, "shard " + range + " roles"); !st)
+      return st.error();
+    if (auto st = exec_sql(admin_postgres, "CREATE DATABASE " + m.database,
+                           "shard " + range + " database");
+        !st) {
+      return st.error();
+    }
+    const std::string admin_tally =
+        leader.conninfo(creds.superuser, creds.superuser_password, m.database);
+    auto outcome = apply_migrations({range, admin_tally}, *migrations);
+    if (!outcome) return outcome.error();
+    // The migrations create the analyst role without a login; this cluster gives it one.
+    const std::string analyst = "ALTER ROLE " + m.users["analyst"].name + " WITH LOGIN PASSWORD '" +
+                                m.users["analyst"].password +
+                                "';"
+                                "REVOKE ALL ON DATABASE " +
+                                m.database +
+                                " FROM PUBLIC;"
+                                "GRANT CONNECT ON DATABASE " +
+                                m.database + " TO " + m.users["analyst"].name + ";";
+    if (auto st = exec_sql(admin_tally, analyst, "shard " + range + " analyst role"); !st) {
+      return st.error();
+    }
+    progress << "  shard " << range << ": " << outcome->applied.size() << " migrations applied\n";
+
+    m.processes.push_back(
+        pg_process(options.dir, index, range, /*leader=*/false, ports.pg_replica(index)));
+    auto replica = launcher.postgres_node(m.processes.back());
+    if (auto st = replica.init_replica(leader, creds, "shard" + std::to_string(index) + "_replica");
+        !st) {
+      return st.error();
+    }
+    if (auto st = launcher.start(m.processes.back()); !st) return st.error();
+    progress << "  shard " << range << " ready in " << format_seconds(seconds_since(t0)) << "\n";
+
+    records.push_back({leader.address(), replica.address(), "serving"});
+    targets.push_back({range, admin_tally});
+  }
+
+  // Topology: ranges and node addresses, written once; config_service owns it afterwards.
+  ZkOptions zk_options;
+  zk_options.hosts = m.zookeeper;
+  auto zk = ZkClient::connect(zk_options);
+  if (!zk) return zk.error();
+  KeyspaceRecord keyspace{1, m.shards};
+  auto snapshot = bootstrap_topology(**zk, keyspace, records);
+  if (!snapshot) return snapshot.error();
+  progress << "  topology written to ZooKeeper " << topology_paths::kKeyspace << "\n";
+  return m;
+}
+
+Status stop_one(const ManifestProcess& p, std::ostream& progress) {
+  if (p.pid <= 0 || !process_alive(p.pid)) return ok_status();
+  int sig = (p.role == "pg_leader" || p.role == "pg_replica") ? SIGINT : SIGTERM;
+  auto st = stop_process(p.pid, process_needle(p), sig, std::chrono::seconds(20));
+  if (st) progress << "  stopped " << p.name << " (pid " << p.pid << ")\n";
+  return st;
+}
+
+Status stop_all(const ClusterManifest& m, std::ostream& progress) {
+  // Reverse start order: services, then replicas before leaders, ZooKeeper last.
+  Status first_error;
+  for (auto it = m.processes.rbegin(); it != m.processes.rend(); ++it) {
+    auto st = stop_one(*it, progress);
+    if (!st && first_error.ok()) first_error = st;
+  }
+  return first_error;
+}
+
+}  // namespace
+
+PortLayout port_layout(int base_port) {
+  return PortLayout{base_port, base_port};
+}
+
+LocalClusterOptions load_local_cluster_options(const std::filesystem::path& file) {
+  LocalClusterOptions o;
+  auto root = load_config_file(file);
+  auto section = root.section("local_cluster");
+  o.shards = static_cast<int>(section.optional_int("shards", o.shards, 1, 16));
+  o.base_port = static_cast<int>(section.optional_int("base_port", o.base_port, 1024, 65000));
+  o.pg_bin_dir = section.optional_string("pg_bin_dir", o.pg_bin_dir.string(), "a directory path");
+  o.service_user = section.optional_string("service_user", o.service_user, "a user name");
+  o.zookeeper_tick_ms =
+      static_cast<int>(section.optional_int("zookeeper_tick_ms", o.zookeeper_tick_ms, 100, 10000));
+  o.pg_shared_buffers =
+      section.optional_string("pg_shared_buffers", o.pg_shared_buffers, "a size like 128MB");
+  o.pg_max_connections =
+      static_cast<int>(section.optional_int("pg_max_connections", o.pg_max_connections, 20, 10000));
+  if (section.has("migrations_dir")) {
+    o.migrations_dir = section.optional_string("migrations_dir", "", "a directory path");
+  }
+  section.finish();
+  root.finish();
+  if (o.shards & (o.shards - 1)) {
+    section.fail("shards", "expected a power of two from 1 to 16, got " + std::to_string(o.shards));
+  }
+  return o;
+}
+
+Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& options,
+                                         std::ostream& progress) {
+  auto t0 = Clock::now();
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) {
+    return make_error(ErrorCode::kInternal,
+                      "cannot create " + options.dir.string() + ": " + ec.message());
+  }
+  auto run_as = service_account(options.service_user);
+  if (!run_as) return run_as.error();
+  if (*run_as) chmod(options.dir.c_str(), 0755);
+  if (auto st = check_reachable(options.dir, *run_as); !st) return st.error();
+
+  auto manifest_file = manifest_path(options.dir);
+  if (std::filesystem::exists(manifest_file)) {
+    // Restart path: start whatever the manifest lists that is not running.
+    auto m = read_manifest(manifest_file);
+    if (!m) return m.error();
+    if (static_cast<int>(m->shards.size()) != options.shards) {
+      return make_error(ErrorCode::kConflict, "the cluster in " + options.dir.string() + " has " +
+                                                  std::to_string(m->shards.size()) +
+                                                  " shards, not " + std::to_string(options.shards) +
+                                                  "; use another --dir");
+    }
+    progress << "cluster in " << options.dir.string() << " exists; starting what is not running\n";
+    Launcher launcher(*m, options.dir, *run_as, options, progress);
+    int started = 0;
+    for (auto& p : m->processes) {
+      if (p.pid > 0 && process_matches(p.pid, process_needle(p))) continue;
+      if (auto st = launcher.start(p); !st) return st.error();
+      ++started;
+    }
+    progress << "  " << started << " started, " << m->processes.size() - started
+             << " already running (" << format_seconds(seconds_since(t0)) << ")\n";
+    return m;
+  }
+
+  if (!std::filesystem::is_empty(options.dir)) {
+    return make_error(ErrorCode::kAlreadyExists, options.dir.string() +
+                                                     " is not empty and holds no cluster.json; "
+                                                     "choose an empty or new directory");
+  }
+  progress << "creating a " << options.shards << "-shard cluster in " << options.dir.string()
+           << "\n";
+  auto created = create_cluster(options, *run_as, progress);
+  if (!created) {
+    // Leave nothing running from a half-made cluster; the logs stay for inspection.
+    auto partial = read_manifest(manifest_file);
+    if (partial) (void)stop_all(*partial, progress);
+    return make_error(created.error().code, created.error().message +
+                                                "\n(processes started so far were stopped; logs "
+                                                "are under " +
+                                                options.dir.string() + ")");
+  }
+  progress << "cluster up in " << format_seconds(seconds_since(t0)) << "\n";
+  return created;
+}
+
+Status LocalCluster::down(const std::filesystem::path& dir, std::ostream& progress) {
+  auto m = read_manifest(manifest_path(dir));
+  if (!m) return m.error();
+  return stop_all(*m, progress);
+}
+
+Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::path& dir) {
+  auto m = read_manifest(manifest_path(dir));
+  if (!m) return m.error();
+  std::vector<ProcessHealth> out;
+  for (const auto& p : m->processes) {
+    ProcessHealth h;
+    h.name = p.name;
+    h.role = p.role;
+    h.shard = p.shard.value_or("");
+    h.pid = p.pid;
+    h.running = p.pid > 0 && process_matches(p.pid, process_needle(p));
+    if (p.role == "zookeeper") {
+      h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
+      h.detail = h.responding ? "imok" : "no answer to ruok";
+    } else if (p.role == "pg_leader" || p.role == "pg_replica") {
+      std::string info = m->conninfo(p, "admin") + " connect_timeout=2";
+      h.responding = PQping(info.c_str()) == PQPING_OK;
+      if (h.responding) {
+        auto recovery = query_value(info, "SELECT pg_is_in_recovery()");
+        if (recovery && *recovery == "t") {
+          auto lag = query_value(info,
+                                 "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), "
+                                 "pg_last_wal_replay_lsn()), 0)::bigint");
+          h.detail = "standby, replay lag " + (lag ? *lag : std::string("?")) + " B";
+        } else if (recovery) {
+          h.detail = "primary";
+        } else {
+          h.detail = recovery.error().message;
+        }
+      } else {
+        h.detail = "not accepting connections";
+      }
+    }
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+}  // namespace tally

@@ -1,0 +1,212 @@
+#include "tallyctl/src/postgres_node.h"
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "common/process/child_process.h"
+
+namespace tally {
+namespace {
+
+constexpr const char* kSettingsFile = "tally.conf";
+
+std::string conninfo_quote(const std::string& value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+PostgresNode::PostgresNode(PostgresNodeOptions options) : options_(std::move(options)) {}
+
+std::string PostgresNode::conninfo(const std::string& user, const std::string& password,
+                                   const std::string& dbname) const {
+  return "host=127.0.0.1 port=" + std::to_string(options_.port) +
+         " dbname=" + conninfo_quote(dbname) + " user=" + conninfo_quote(user) +
+         " password=" + conninfo_quote(password) + " connect_timeout=5";
+}
+
+Status PostgresNode::prepare_dir(const std::filesystem::path& dir) const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(ErrorCode::kInternal, "cannot create " + dir.string() + ": " + ec.message());
+  if (options_.run_as && chown(dir.c_str(), options_.run_as->uid, options_.run_as->gid) != 0) {
+    return make_error(ErrorCode::kInternal,
+                      "cannot chown " + dir.string() + " to " + options_.run_as->name);
+  }
+  return ok_status();
+}
+
+Status PostgresNode::run_tool(const std::string& tool, std::vector<std::string> args,
+                              const std::vector<std::pair<std::string, std::string>>& env,
+                              std::chrono::milliseconds timeout) const {
+  SpawnOptions spawn;
+  spawn.argv.push_back((options_.bin_dir / tool).string());
+  for (auto& a : args) spawn.argv.push_back(std::move(a));
+  spawn.log_file = options_.log_file;
+  spawn.run_as = options_.run_as;
+  spawn.env = env;
+  spawn.working_dir = options_.data_dir.parent_path();
+  auto rc = run_command(spawn, timeout);
+  if (!rc) return rc.error();
+  if (*rc != 0) {
+    return make_error(ErrorCode::kInternal, tool + " for " + options_.data_dir.string() +
+                                                " failed with exit status " + std::to_string(*rc) +
+                                                "; log " + options_.log_file.string() + ":\n" +
+                                                tail_file(options_.log_file));
+  }
+  return ok_status();
+}
+
+Status PostgresNode::write_settings() const {
+  auto file = options_.data_dir / kSettingsFile;
+  std::ofstream out(file, std::ios::trunc);
+  out << "# Written by tallyctl. Included from postgresql.conf; this node's own settings.\n"
+      << "listen_addresses = '127.0.0.1'\n"
+      << "port = " << options_.port << "\n"
+      << "# TCP only: socket paths under deep temp dirs can exceed the 107-byte limit.\n"
+      << "unix_socket_directories = ''\n"
+      << "max_connections = " << options_.max_connections << "\n"
+      << "shared_buffers = '" << options_.shared_buffers << "'\n"
+      << "password_encryption = 'scram-sha-256'\n"
+      << "wal_level = replica\n"
+      << "max_wal_senders = 10\n"
+      << "max_replication_slots = 10\n"
+      << "wal_keep_size = '256MB'\n"
+      << "hot_standby = on\n"
+      << "hot_standby_feedback = on\n"
+      << "wal_log_hints = on\n"
+      << "wal_receiver_status_interval = '1s'\n"
+      << "# A promoted standby otherwise waits up to 5 s for a dead WAL receiver to be retried.\n"
+      << "wal_retrieve_retry_interval = '500ms'\n"
+      << "logging_collector = off\n"
+      << "log_line_prefix = '%m [%p] %q%u@%d '\n"
+      << "log_min_duration_statement = 1000\n";
+  if (!out) return make_error(ErrorCode::kInternal, "cannot write " + file.string());
+  out.close();
+  if (options_.run_as && chown(file.c_str(), options_.run_as->uid, options_.run_as->gid) != 0) {
+    return make_error(ErrorCode::kInternal, "cannot chown " + file.string());
+  }
+  return ok_status();
+}
+
+Status PostgresNode::init_leader(const PostgresCredentials& credentials) {
+  if (std::filesystem::exists(options_.data_dir)) {
+    return make_error(ErrorCode::kAlreadyExists,
+                      "data directory " + options_.data_dir.string() + " already exists");
+  }
+  if (auto st = prepare_dir(options_.data_dir.parent_path()); !st) return st;
+  // The password reaches initdb through a file readable only by the server's account.
+  auto pwfile = options_.data_dir.parent_path() / ".initdb-pw";
+  {
+    std::ofstream pw(pwfile, std::ios::trunc);
+    pw << credentials.superuser_password << "\n";
+  }
+  chmod(pwfile.c_str(), 0600);
+  if (options_.run_as) {
+    if (chown(pwfile.c_str(), options_.run_as->uid, options_.run_as->gid) != 0) {
+      return make_error(ErrorCode::kInternal, "cannot chown " + pwfile.string());
+    }
+  }
+  auto st =
+      run_tool("initdb",
+               {"-D", options_.data_dir.string(), "--data-checksums", "--encoding=UTF8",
+                "--locale=C", "-U", credentials.superuser, "--pwfile=" + pwfile.string(),
+                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--no-instructions"},
+               {}, std::chrono::seconds(120));
+  std::filesystem::remove(pwfile);
+  if (!st) return st;
+
+  {
+    std::ofstream conf(options_.data_dir / "postgresql.conf", std::ios::app);
+    conf << "\ninclude '" << kSettingsFile << "'\n";
+  }
+  {
+    std::ofstream hba(options_.data_dir / "pg_hba.conf", std::ios::trunc);
+    hba << "# Written by tallyctl: password authentication, loopback only.\n"
+        << "host all all 127.0.0.1/32 scram-sha-256\n"
+        << "host replication " << credentials.replication_user << " 127.0.0.1/32 scram-sha-256\n";
+  }
+  return write_settings();
+}
+
+Status PostgresNode::init_replica(const PostgresNode& leader,
+                                  const PostgresCredentials& credentials, const std::string& slot) {
+  if (std::filesystem::exists(options_.data_dir)) {
+    return make_error(ErrorCode::kAlreadyExists,
+                      "data directory " + options_.data_dir.string() + " already exists");
+  }
+  if (auto st = prepare_dir(options_.data_dir.parent_path()); !st) return st;
+  auto st = run_tool("pg_basebackup",
+                     {"-h", "127.0.0.1", "-p", std::to_string(leader.options().port), "-U",
+                      credentials.replication_user, "-D", options_.data_dir.string(), "-R", "-X",
+                      "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-password"},
+                     {{"PGPASSWORD", credentials.replication_password}}, std::chrono::seconds(300));
+  if (!st) return st;
+  return write_settings();
+}
+
+bool PostgresNode::accepting(const PostgresCredentials& credentials) const {
+  std::string info = conninfo(credentials.superuser, credentials.superuser_password, "postgres");
+  return PQping(info.c_str()) == PQPING_OK;
+}
+
+Result<pid_t> PostgresNode::start(const PostgresCredentials& credentials,
+                                  std::chrono::milliseconds timeout) {
+  SpawnOptions spawn;
+  spawn.argv = {(options_.bin_dir / "postgres").string(), "-D", options_.data_dir.string()};
+  spawn.log_file = options_.log_file;
+  spawn.run_as = options_.run_as;
+  spawn.working_dir = options_.data_dir;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string failure;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    auto log_offset = std::filesystem::exists(options_.log_file)
+                          ? std::filesystem::file_size(options_.log_file, ec)
+                          : 0;
+    auto pid = spawn_daemon(spawn);
+    if (!pid) return pid.error();
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (accepting(credentials)) return *pid;
+      if (!process_alive(*pid)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (process_alive(*pid)) {
+      (void)stop(*pid);
+      failure = "did not accept connections in time";
+      break;
+    }
+    // A postmaster killed with SIGKILL leaves its lock file and shared memory to backends that
+    // outlive it for a moment (and to a zombie its adopter has not reaped yet); PostgreSQL refuses
+    // to start until they are gone. Those refusals are worth retrying, nothing else is.
+    std::string attempt_log = read_file_from(options_.log_file, log_offset);
+    failure = "exited during start-up";
+    if (attempt_log.find("lock file \"postmaster.pid\" already exists") == std::string::npos &&
+        attempt_log.find("is still in use") == std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (failure.empty()) failure = "did not start in time";
+  return make_error(ErrorCode::kUnavailable, "PostgreSQL " + options_.data_dir.string() +
+                                                 " on port " + std::to_string(options_.port) + " " +
+                                                 failure + "; log " + options_.log_file.string() +
+                                                 ":\n" + tail_file(options_.log_file));
+}
+
+Status PostgresNode::stop(pid_t pid, std::chrono::milliseconds grace) const {
+  return stop_process(pid, options_.data_dir.string(), SIGINT, grace);
+}
+
+}  // namespace tally
