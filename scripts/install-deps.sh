@@ -9,6 +9,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy
   # libraries
   libpqxx-dev libpq-dev libboost-dev libboost-system-dev libzookeeper-mt-dev libyaml-cpp-dev
+  googletest libgtest-dev libgmock-dev nlohmann-json3-dev libxxhash-dev libssl-dev
   # servers the local cluster and the tests run for real
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
