@@ -13,7 +13,7 @@ PACKAGES=(
   # servers the local cluster and the tests run for real
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
-  procps
+  procps curl
   # fuzzing (scripts/fuzz.sh: libFuzzer and the sanitizer runtimes)
   clang-14 libclang-rt-14-dev
 )

@@ -1,5 +1,6 @@
 #include "tallyctl/src/local_cluster.h"
 
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <ostream>
 #include <random>
+#include <thread>
 
 #include "common/keyspace/shard_map.h"
 #include "common/migrations/migration_runner.h"
@@ -16,6 +18,7 @@
 #include "common/process/system_user.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
+#include "tallyctl/src/http_probe.h"
 #include "tallyctl/src/postgres_node.h"
 #include "tallyctl/src/zookeeper_node.h"
 
@@ -152,6 +155,8 @@ class Launcher {
     } else if (p.role == "pg_leader" || p.role == "pg_replica") {
       auto node = postgres_node(p);
       pid = node.start(credentials_of(manifest_));
+    } else if (p.role == "shard_proxy") {
+      pid = start_service(p, "shard_proxy");
     }
     if (!pid) {
       return make_error(pid.error().code, "starting " + p.name + " failed (log: " + p.log + "):\n" +
@@ -161,6 +166,29 @@ class Launcher {
     progress_ << "  started " << p.name << " (pid " << p.pid << ", " << ports_text(p) << ") in "
               << format_seconds(seconds_since(t0)) << "\n";
     return save();
+  }
+
+  // A Tally service: `<bin_dir>/<binary> --config <p.config>`, ready when its HTTP /healthz
+  // answers 200.
+  Result<pid_t> start_service(const ManifestProcess& p, const std::string& binary) const {
+    SpawnOptions spawn;
+    spawn.argv = {(options_.bin_dir / binary).string(), "--config", p.config};
+    spawn.log_file = p.log;
+    spawn.run_as = run_as_;
+    auto pid = spawn_daemon(spawn);
+    if (!pid) return pid.error();
+    auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline) {
+      if (http_get_status(p.ports.at("http"), "/healthz") == 200) return *pid;
+      if (!process_alive(*pid)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    bool alive = process_alive(*pid);
+    if (alive) (void)stop_process(*pid, p.config, SIGTERM, std::chrono::seconds(5));
+    return make_error(ErrorCode::kUnavailable,
+                      p.name +
+                          (alive ? " did not answer /healthz in time" : " exited during start-up") +
+                          "; log " + p.log + ":\n" + tail_file(p.log));
   }
 
   static std::string ports_text(const ManifestProcess& p) {
@@ -198,6 +226,57 @@ ManifestProcess pg_process(const std::filesystem::path& dir, int index, const st
   p.log = (shard_dir / (node + ".log")).string();
   p.config = (shard_dir / node / "tally.conf").string();
   return p;
+}
+
+// The shard proxy's YAML (config/shard-proxy.example.yaml documents every key). Generated per
+// cluster: it holds this cluster's passwords, so it is readable by the service account only.
+Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& record,
+                                const ClusterManifest& m, const std::optional<SystemUser>& run_as) {
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "shard_proxy:\n"
+      "  id: " +
+      p.name +
+      "\n"
+      "  shard: \"" +
+      *p.shard +
+      "\"\n"
+      "  listen: {address: 127.0.0.1, pg_port: " +
+      std::to_string(p.ports.at("pg")) + ", http_port: " + std::to_string(p.ports.at("http")) +
+      "}\n"
+      "  worker_threads: 2\n"
+      "  zookeeper: {hosts: \"" +
+      m.zookeeper +
+      "\", session_timeout_ms: 10000}\n"
+      "  backend:\n"
+      "    database: " +
+      m.database +
+      "\n"
+      "    leader: \"" +
+      record.leader +
+      "\"\n"
+      "    replica: \"" +
+      record.replica +
+      "\"\n"
+      "    pool_size: 20\n"
+      "  limits: {max_clients: 1000, pool_wait_timeout_ms: 5000, statement_timeout_ms: 30000, "
+      "max_replica_lag_ms: 1000}\n"
+      "  cache: {max_bytes: 67108864}\n"
+      "  auth:\n"
+      "    method: scram-sha-256\n"
+      "    users:\n"
+      "      " +
+      m.users.at("admin").name + ": {password: \"" + m.users.at("admin").password +
+      "\"}\n"
+      "      " +
+      m.users.at("analyst").name + ": {password: \"" + m.users.at("analyst").password + "\"}\n";
+  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
+  close(fd);
+  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  return ok_status();
 }
 
 // Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
@@ -312,6 +391,24 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
   auto snapshot = bootstrap_topology(**zk, keyspace, records);
   if (!snapshot) return snapshot.error();
   progress << "  topology written to ZooKeeper " << topology_paths::kKeyspace << "\n";
+
+  // One shard proxy per shard, in front of its leader/replica pair.
+  std::filesystem::create_directories(options.dir / "shard_proxy");
+  if (auto st = chown_path(options.dir / "shard_proxy", run_as); !st) return st.error();
+  for (size_t i = 0; i < map->size(); ++i) {
+    const int index = static_cast<int>(i);
+    ManifestProcess p;
+    p.name = "shard-proxy-shard" + std::to_string(index);
+    p.role = "shard_proxy";
+    p.shard = map->ranges()[i].name();
+    p.ports["pg"] = ports.shard_proxy_pg(index);
+    p.ports["http"] = ports.shard_proxy_http(index);
+    p.config = (options.dir / "shard_proxy" / ("shard" + std::to_string(index) + ".yaml")).string();
+    p.log = (options.dir / "shard_proxy" / ("shard" + std::to_string(index) + ".log")).string();
+    if (auto st = write_shard_proxy_config(p, records[i], m, run_as); !st) return st.error();
+    m.processes.push_back(p);
+    if (auto st = launcher.start(m.processes.back()); !st) return st.error();
+  }
   return m;
 }
 
@@ -364,9 +461,13 @@ LocalClusterOptions load_local_cluster_options(const std::filesystem::path& file
   return o;
 }
 
-Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& options,
-                                         std::ostream& progress) {
+Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& given, std::ostream& progress) {
   auto t0 = Clock::now();
+  LocalClusterOptions options = given;
+  if (options.bin_dir.empty()) {
+    std::error_code ec;
+    options.bin_dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.dir, ec);
   if (ec) {
@@ -443,6 +544,12 @@ Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::p
     if (p.role == "zookeeper") {
       h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
       h.detail = h.responding ? "imok" : "no answer to ruok";
+    } else if (p.role == "shard_proxy") {
+      int code = http_get_status(p.ports.at("http"), "/readyz");
+      h.responding = code == 200;
+      h.detail = code == 200 ? "ready"
+                 : code == 0 ? "no answer on /readyz"
+                             : "not ready (" + std::to_string(code) + ")";
     } else if (p.role == "pg_leader" || p.role == "pg_replica") {
       std::string info = m->conninfo(p, "admin") + " connect_timeout=2";
       h.responding = PQping(info.c_str()) == PQPING_OK;

@@ -27,6 +27,7 @@ struct LocalClusterOptions {
   int zookeeper_tick_ms = 500;
   std::string pg_shared_buffers = "128MB";
   int pg_max_connections = 200;
+  std::filesystem::path bin_dir;  // where shard_proxy & co. live; default: next to tallyctl
 };
 
 // Reads the `local_cluster` YAML config (config/local-cluster.yaml); every key is optional.
@@ -34,11 +35,14 @@ struct LocalClusterOptions {
 LocalClusterOptions load_local_cluster_options(const std::filesystem::path& file);
 
 // Ports derive from base_port so two clusters with different bases never collide:
-//   base+0 ZooKeeper, base+10+2i shard i's leader, base+11+2i its replica.
+//   base+0 ZooKeeper, base+10+2i shard i's leader, base+11+2i its replica,
+//   base+100+10i shard i's proxy (PostgreSQL wire), base+101+10i its HTTP admin port.
 struct PortLayout {
   int zookeeper;
   int pg_leader(int shard) const { return base + 10 + 2 * shard; }
   int pg_replica(int shard) const { return base + 11 + 2 * shard; }
+  int shard_proxy_pg(int shard) const { return base + 100 + 10 * shard; }
+  int shard_proxy_http(int shard) const { return base + 101 + 10 * shard; }
   int base;
 };
 PortLayout port_layout(int base_port);

@@ -15,6 +15,7 @@
 #include "common/process/child_process.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
+#include "tests/support/pg_client.h"
 #include "tests/support/test_env.h"
 
 namespace tally {
@@ -24,23 +25,7 @@ using testing::CommandResult;
 using testing::project_binary;
 using testing::run;
 
-struct PgConn {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> conn{nullptr, &PQfinish};
-  explicit PgConn(const std::string& info) : conn(PQconnectdb(info.c_str()), &PQfinish) {}
-  bool ok() const { return PQstatus(conn.get()) == CONNECTION_OK; }
-  // Returns the first value, or "ERROR <sqlstate>: message".
-  std::string query(const std::string& sql) {
-    std::unique_ptr<PGresult, decltype(&PQclear)> r(PQexec(conn.get(), sql.c_str()), &PQclear);
-    auto st = PQresultStatus(r.get());
-    if (st == PGRES_COMMAND_OK) return "OK";
-    if (st != PGRES_TUPLES_OK) {
-      const char* code = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
-      return std::string("ERROR ") + (code ? code : "?") + ": " + PQresultErrorMessage(r.get());
-    }
-    if (PQntuples(r.get()) == 0) return "";
-    return PQgetvalue(r.get(), 0, 0);
-  }
-};
+using PgConn = testing::PgClient;
 
 class LocalClusterTest : public ::testing::Test {
  protected:
@@ -90,6 +75,7 @@ TEST_F(LocalClusterTest, UpStartsEveryProcessAndWritesTheManifest) {
   EXPECT_EQ(m.with_role("zookeeper").size(), 1u);
   EXPECT_EQ(m.with_role("pg_leader").size(), 2u);
   EXPECT_EQ(m.with_role("pg_replica").size(), 2u);
+  EXPECT_EQ(m.with_role("shard_proxy").size(), 2u);
   for (const auto& p : m.processes) {
     EXPECT_TRUE(process_alive(p.pid)) << p.name << " pid " << p.pid;
     EXPECT_FALSE(p.log.empty()) << p.name;
@@ -207,7 +193,7 @@ TEST_F(LocalClusterTest, AnalystCanReadButNotWrite) {
   ASSERT_EQ(up_.exit_code, 0) << up_.output;
   auto m = manifest();
   PgConn a(m.conninfo(*m.with_role("pg_leader")[0], "analyst"));
-  ASSERT_TRUE(a.ok()) << PQerrorMessage(a.conn.get());
+  ASSERT_TRUE(a.ok()) << a.error();
   EXPECT_EQ(a.query("SELECT count(*) >= 0 FROM video_totals"), "t");
   EXPECT_NE(a.query("INSERT INTO channels (channel_id, name) VALUES ('a', 'b')").find("42501"),
             std::string::npos);
@@ -223,7 +209,7 @@ TEST_F(LocalClusterTest, UpOnARunningClusterRestartsOnlyWhatStopped) {
   auto again = run({project_binary("tallyctl"), "cluster", "up", "--dir", dir_->path().string(),
                     "--shards", "2", "--base-port", std::to_string(base_port_)});
   ASSERT_EQ(again.exit_code, 0) << again.output;
-  EXPECT_NE(again.output.find("1 started, 4 already running"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("1 started, 6 already running"), std::string::npos) << again.output;
   auto after = manifest();
   EXPECT_NE(after.find(name)->pid, old_pid);
   EXPECT_TRUE(process_alive(after.find(name)->pid));

@@ -1,0 +1,258 @@
+#include "shard_proxy/src/backend_connection.h"
+
+#include <boost/asio/post.hpp>
+
+namespace tally::shard_proxy {
+
+namespace asio = boost::asio;
+
+BackendConnection::BackendConnection(asio::io_context& io, std::string conninfo, std::string node)
+    : io_(io), conninfo_(std::move(conninfo)), node_(std::move(node)), connect_timer_(io) {}
+
+BackendConnection::~BackendConnection() {
+  // The descriptor must not close libpq's socket: PQfinish does, and says goodbye first.
+  detach_socket();
+}
+
+void BackendConnection::attach_socket() {
+  int fd = conn_ ? PQsocket(conn_.get()) : -1;
+  if (socket_ && socket_->is_open() && socket_->native_handle() == fd) return;
+  detach_socket();
+  if (fd < 0) return;
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+}
+
+void BackendConnection::detach_socket() {
+  if (socket_ && socket_->is_open()) socket_->release();
+  socket_.reset();
+}
+
+bool BackendConnection::usable() const {
+  return conn_ && !broken_ && !retired_ && PQstatus(conn_.get()) == CONNECTION_OK &&
+         PQtransactionStatus(conn_.get()) != PQTRANS_UNKNOWN;
+}
+
+bool BackendConnection::in_pipeline() const {
+  return conn_ && PQpipelineStatus(conn_.get()) != PQ_PIPELINE_OFF;
+}
+
+bool BackendConnection::set_pipeline(bool on) {
+  if (!conn_) return false;
+  if (on == in_pipeline()) return true;
+  return on ? PQenterPipelineMode(conn_.get()) == 1 : PQexitPipelineMode(conn_.get()) == 1;
+}
+
+int BackendConnection::backend_pid() const {
+  return conn_ ? PQbackendPID(conn_.get()) : 0;
+}
+
+const std::string* BackendConnection::prepared(const std::string& key) const {
+  auto it = prepared_.find(key);
+  return it == prepared_.end() ? nullptr : &it->second;
+}
+
+const std::string& BackendConnection::add_prepared(const std::string& key) {
+  auto [it, inserted] = prepared_.try_emplace(key);
+  if (inserted) it->second = "tally_s" + std::to_string(++next_statement_);
+  return it->second;
+}
+
+void BackendConnection::forget_prepared(const std::string& key) {
+  prepared_.erase(key);
+}
+
+void BackendConnection::notice_receiver(void* arg, const PGresult* result) {
+  auto* self = static_cast<BackendConnection*>(arg);
+  if (self->sink_ != nullptr) self->sink_->on_notice(result);
+}
+
+void BackendConnection::connect(std::chrono::milliseconds timeout,
+                                std::function<void(Status)> done) {
+  connect_done_ = std::move(done);
+  conn_.reset(PQconnectStart(conninfo_.c_str()));
+  if (!conn_ || PQstatus(conn_.get()) == CONNECTION_BAD) {
+    std::string why = conn_ ? PQerrorMessage(conn_.get()) : "out of memory";
+    broken_ = true;
+    auto cb = std::move(connect_done_);
+    asio::post(io_, [cb = std::move(cb), why, node = node_]() {
+      cb(make_error(ErrorCode::kUnavailable, "cannot connect to " + node + ": " + why));
+    });
+    return;
+  }
+  PQsetnonblocking(conn_.get(), 1);
+  connect_timer_.expires_after(timeout);
+  connect_timer_.async_wait([self = shared_from_this(), timeout](boost::system::error_code ec) {
+    if (ec || !self->connect_done_) return;
+    self->broken_ = true;
+    self->detach_socket();
+    auto cb = std::move(self->connect_done_);
+    self->connect_done_ = nullptr;
+    cb(make_error(ErrorCode::kUnavailable, "connecting to " + self->node_ + " timed out after " +
+                                               std::to_string(timeout.count()) + " ms"));
+  });
+  poll_connect();
+}
+
+void BackendConnection::poll_connect() {
+  if (!connect_done_) return;  // timed out meanwhile
+  attach_socket();
+  switch (PQconnectPoll(conn_.get())) {
+    case PGRES_POLLING_READING:
+      wait(false, [this] { poll_connect(); });
+      return;
+    case PGRES_POLLING_WRITING:
+      wait(true, [this] { poll_connect(); });
+      return;
+    case PGRES_POLLING_OK: {
+      attach_socket();
+      connect_timer_.cancel();
+      PQsetNoticeReceiver(conn_.get(), &BackendConnection::notice_receiver, this);
+      auto cb = std::move(connect_done_);
+      connect_done_ = nullptr;
+      cb(ok_status());
+      return;
+    }
+    default: {
+      broken_ = true;
+      connect_timer_.cancel();
+      std::string why = PQerrorMessage(conn_.get());
+      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+      auto cb = std::move(connect_done_);
+      connect_done_ = nullptr;
+      cb(make_error(ErrorCode::kUnavailable, "cannot connect to " + node_ + ": " + why));
+      return;
+    }
+  }
+}
+
+void BackendConnection::wait(bool write, std::function<void()> then) {
+  if (!socket_) {
+    broken_ = true;
+    if (sink_ != nullptr) {
+      finish_exchange(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost"));
+    }
+    return;
+  }
+  auto kind = write ? asio::posix::stream_descriptor::wait_write
+                    : asio::posix::stream_descriptor::wait_read;
+  socket_->async_wait(kind, [self = shared_from_this(),
+                             then = std::move(then)](boost::system::error_code ec) {
+    if (ec) {
+      self->broken_ = true;
+      if (self->sink_ != nullptr) {
+        self->finish_exchange(make_error(
+            ErrorCode::kUnavailable, "connection to " + self->node_ + " lost: " + ec.message()));
+      }
+      return;
+    }
+    then();
+  });
+}
+
+void BackendConnection::run_exchange(ResultSink& sink) {
+  sink_ = &sink;
+  touch();
+  flush_then_read();
+}
+
+void BackendConnection::flush_then_read() {
+  // Drain what the server already sent first, so a server blocked on writing never blocks us.
+  if (PQconsumeInput(conn_.get()) == 0) {
+    broken_ = true;
+    finish_exchange(make_error(ErrorCode::kUnavailable,
+                               "connection to " + node_ + " lost: " + PQerrorMessage(conn_.get())));
+    return;
+  }
+  int rc = PQflush(conn_.get());
+  if (rc < 0) {
+    broken_ = true;
+    finish_exchange(make_error(ErrorCode::kUnavailable,
+                               "sending to " + node_ + " failed: " + PQerrorMessage(conn_.get())));
+    return;
+  }
+  if (rc == 1) {
+    wait(true, [this] { flush_then_read(); });
+    return;
+  }
+  read_results();
+}
+
+void BackendConnection::read_results() {
+  PGconn* c = conn_.get();
+  int empty_in_a_row = 0;
+  while (true) {
+    if (PQisBusy(c)) {
+      if (PQconsumeInput(c) == 0) {
+        broken_ = true;
+        finish_exchange(make_error(ErrorCode::kUnavailable,
+                                   "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+        return;
+      }
+      if (PQisBusy(c)) {
+        wait(false, [this] { read_results(); });
+        return;
+      }
+    }
+    PGresult* raw = PQgetResult(c);
+    if (raw == nullptr) {
+      if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQstatus(c) == CONNECTION_OK &&
+          ++empty_in_a_row < 2) {
+        sink_->on_step_end();
+        continue;
+      }
+      if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
+        // Two NULLs in a row: nothing is queued, yet no sync came. Never spin on it.
+        broken_ = true;
+        finish_exchange(
+            make_error(ErrorCode::kInternal,
+                       "pipeline to " + node_ + " ended without a sync: " + PQerrorMessage(c)));
+        return;
+      }
+      finish_exchange(PQstatus(c) == CONNECTION_OK
+                          ? ok_status()
+                          : make_error(ErrorCode::kUnavailable,
+                                       "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+      return;
+    }
+    empty_in_a_row = 0;
+    std::unique_ptr<PGresult, decltype(&PQclear)> result(raw, &PQclear);
+    ExecStatusType status = PQresultStatus(raw);
+    if (status == PGRES_COPY_IN) {
+      // COPY FROM STDIN needs a client data stream the proxy does not relay: end it with an error
+      // the server reports back like any other.
+      PQputCopyEnd(c, "COPY FROM STDIN is not supported through the Tally shard proxy");
+      PQflush(c);
+      continue;
+    }
+    if (status == PGRES_COPY_OUT) {
+      char* buffer = nullptr;
+      int n;
+      while ((n = PQgetCopyData(c, &buffer, 1)) > 0) PQfreemem(buffer);
+      if (n == 0) {
+        wait(false, [this] { read_results(); });
+        return;
+      }
+      continue;
+    }
+    sink_->on_result(raw);
+    if (status == PGRES_PIPELINE_SYNC) {
+      finish_exchange(ok_status());
+      return;
+    }
+    if (PQstatus(c) == CONNECTION_BAD) {
+      broken_ = true;
+      finish_exchange(make_error(ErrorCode::kUnavailable,
+                                 "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+      return;
+    }
+  }
+}
+
+void BackendConnection::finish_exchange(Status status) {
+  ResultSink* sink = sink_;
+  sink_ = nullptr;
+  touch();
+  if (sink != nullptr) sink->on_exchange_done(std::move(status));
+}
+
+}  // namespace tally::shard_proxy

@@ -1,0 +1,149 @@
+#include "shard_proxy/src/backend_pool.h"
+
+#include <boost/asio/post.hpp>
+
+namespace tally::shard_proxy {
+
+namespace asio = boost::asio;
+
+BackendPool::BackendPool(asio::io_context& io, PoolOptions options)
+    : io_(io), options_(std::move(options)) {}
+
+BackendPool::~BackendPool() {
+  *alive_ = false;
+  open_ = 0;
+  connecting_ = 0;
+  idle_.clear();
+  waiters_.clear();
+  publish();
+}
+
+void BackendPool::publish() {
+  if (options_.gauges == nullptr) return;
+  auto move = [](std::atomic<int64_t>& total, int64_t& mine, int64_t now) {
+    total.fetch_add(now - mine, std::memory_order_relaxed);
+    mine = now;
+  };
+  move(options_.gauges->open, published_open_, static_cast<int64_t>(open_));
+  move(options_.gauges->idle, published_idle_, static_cast<int64_t>(idle_.size()));
+  move(options_.gauges->waiting, published_waiting_, static_cast<int64_t>(waiters_.size()));
+}
+
+bool BackendPool::keepable(const Lease& c) const {
+  if (!c->usable() || PQtransactionStatus(c->pg()) != PQTRANS_IDLE) return false;
+  if (c->prepared_count() > options_.max_prepared_per_connection) return false;
+  auto it = generation_of_.find(c.get());
+  return it != generation_of_.end() && it->second == generation_;
+}
+
+void BackendPool::acquire(AcquireCallback done) {
+  while (!idle_.empty()) {
+    Lease c = std::move(idle_.back().first);
+    idle_.pop_back();
+    if (keepable(c)) {
+      asio::post(io_, [done = std::move(done), c = std::move(c)]() mutable { done(std::move(c)); });
+      publish();
+      return;
+    }
+    generation_of_.erase(c.get());
+    --open_;
+  }
+  Waiter w;
+  w.done = std::move(done);
+  w.id = ++next_waiter_;
+  w.timer = std::make_unique<asio::steady_timer>(io_, options_.wait_timeout);
+  w.timer->async_wait([this, alive = alive_, id = w.id](boost::system::error_code ec) {
+    if (ec || !*alive) return;
+    for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+      if (it->id != id) continue;
+      auto cb = std::move(it->done);
+      waiters_.erase(it);
+      publish();
+      cb(make_error(ErrorCode::kResourceExhausted,
+                    "no server connection to " + options_.node + " became free within " +
+                        std::to_string(options_.wait_timeout.count()) + " ms (pool size " +
+                        std::to_string(options_.max_size) + ", " + std::to_string(waiters_.size()) +
+                        " still waiting)"));
+      return;
+    }
+  });
+  waiters_.push_back(std::move(w));
+  if (open_ < options_.max_size && connecting_ < waiters_.size()) open_one();
+  publish();
+}
+
+void BackendPool::open_one() {
+  ++open_;
+  ++connecting_;
+  auto c = std::make_shared<BackendConnection>(io_, options_.conninfo, options_.node);
+  c->connect(options_.connect_timeout, [this, alive = alive_, c, gen = generation_](Status status) {
+    if (!*alive) return;
+    --connecting_;
+    if (!status) {
+      --open_;
+      // The node refuses connections: everyone waiting for it learns now, not at the
+      // end of their wait.
+      fail_waiters(status.error());
+      publish();
+      return;
+    }
+    generation_of_[c.get()] = gen;
+    hand_out(c);
+  });
+}
+
+void BackendPool::hand_out(Lease c) {
+  if (!keepable(c)) {
+    generation_of_.erase(c.get());
+    --open_;
+    if (!c->usable() && !c->retired()) {
+      // A connection that broke says the node died or restarted: the idle ones are suspect too.
+      for (auto& [idle, gen] : idle_) generation_of_.erase(idle.get());
+      open_ -= idle_.size();
+      idle_.clear();
+    }
+    if (!waiters_.empty() && open_ < options_.max_size) open_one();
+    publish();
+    return;
+  }
+  if (waiters_.empty()) {
+    idle_.emplace_back(std::move(c), generation_);
+    publish();
+    return;
+  }
+  Waiter w = std::move(waiters_.front());
+  waiters_.pop_front();
+  w.timer->cancel();
+  asio::post(io_, [done = std::move(w.done), c = std::move(c)]() mutable { done(std::move(c)); });
+  publish();
+}
+
+void BackendPool::release(Lease c) {
+  if (!c) return;
+  hand_out(std::move(c));
+}
+
+void BackendPool::fail_waiters(const Error& error) {
+  auto waiters = std::move(waiters_);
+  waiters_.clear();
+  for (auto& w : waiters) {
+    w.timer->cancel();
+    asio::post(io_, [done = std::move(w.done), error]() { done(error); });
+  }
+  publish();
+}
+
+void BackendPool::set_target(std::string node, std::string conninfo) {
+  if (conninfo == options_.conninfo) return;
+  options_.node = std::move(node);
+  options_.conninfo = std::move(conninfo);
+  ++generation_;
+  for (auto& [c, gen] : idle_) {
+    generation_of_.erase(c.get());
+    --open_;
+  }
+  idle_.clear();
+  publish();
+}
+
+}  // namespace tally::shard_proxy

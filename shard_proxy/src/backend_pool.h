@@ -1,0 +1,90 @@
+// BackendPool: the server connections of one worker to one PostgreSQL node for one user.
+// Connections are leased exclusively (transaction pooling: for one transaction, then returned);
+// at most max_size exist; requests beyond that wait in FIFO order up to wait_timeout and then fail
+// with a clear error instead of piling up. A new address (a failover) retires every connection to
+// the old one. Thread: only the owning worker's io_context thread calls it.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/core/result.h"
+#include "shard_proxy/src/backend_connection.h"
+
+namespace tally::shard_proxy {
+
+// Pool sizes summed over every pool of the process, for /metrics (read from any thread).
+struct PoolGauges {
+  std::atomic<int64_t> open{0};
+  std::atomic<int64_t> idle{0};
+  std::atomic<int64_t> waiting{0};
+};
+
+struct PoolOptions {
+  std::string node;      // "leader 127.0.0.1:5432", for messages
+  std::string conninfo;  // libpq connection string
+  size_t max_size = 10;
+  std::chrono::milliseconds wait_timeout{5000};
+  std::chrono::milliseconds connect_timeout{2000};
+  size_t max_prepared_per_connection = 1000;
+  PoolGauges* gauges = nullptr;  // optional
+};
+
+class BackendPool {
+ public:
+  using Lease = std::shared_ptr<BackendConnection>;
+  using AcquireCallback = std::function<void(Result<Lease>)>;
+
+  BackendPool(boost::asio::io_context& io, PoolOptions options);
+  ~BackendPool();
+
+  // Calls `done` (never inline) with an idle connection, a new one, or an error: kUnavailable when
+  // the node refuses connections, kResourceExhausted when none became free within wait_timeout.
+  void acquire(AcquireCallback done);
+  // Gives a leased connection back. One that is broken, retired, from an old address, inside a
+  // transaction or holding too many prepared statements is closed instead of kept.
+  void release(Lease connection);
+  // A new address for this node: idle connections close now, leased ones when returned.
+  void set_target(std::string node, std::string conninfo);
+
+  const std::string& node() const { return options_.node; }
+  size_t open() const { return open_; }
+  size_t idle() const { return idle_.size(); }
+  size_t in_use() const { return open_ - idle_.size() - connecting_; }
+  size_t waiting() const { return waiters_.size(); }
+
+ private:
+  struct Waiter {
+    AcquireCallback done;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+    uint64_t id;
+  };
+  void open_one();
+  void hand_out(Lease connection);
+  void fail_waiters(const Error& error);
+  bool keepable(const Lease& c) const;
+  void publish();  // moves this pool's contribution to the shared gauges
+
+  int64_t published_open_ = 0, published_idle_ = 0, published_waiting_ = 0;
+
+  boost::asio::io_context& io_;
+  PoolOptions options_;
+  uint64_t generation_ = 0;
+  std::vector<std::pair<Lease, uint64_t>> idle_;  // LIFO: the warmest connection first
+  std::deque<Waiter> waiters_;
+  uint64_t next_waiter_ = 0;
+  size_t open_ = 0;  // idle + leased + connecting
+  size_t connecting_ = 0;
+  std::unordered_map<const BackendConnection*, uint64_t> generation_of_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace tally::shard_proxy

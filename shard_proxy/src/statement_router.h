@@ -1,0 +1,30 @@
+// What the proxy needs to know about one SQL statement to route it: whether it is a sure read,
+// whether it changes session state or transaction state, and the statement hints of contract 5
+// (route, cache TTL, minimum LSN). Pure; any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "common/core/result.h"
+
+namespace tally::sql {
+class Classifier;
+}
+
+namespace tally::shard_proxy {
+
+struct StatementTraits {
+  bool read_only = false;           // may go to the replica, may be cached
+  bool session_state = false;       // SET, RESET, LISTEN, PREPARE, ...: leaks across clients
+  bool begins_transaction = false;  // BEGIN / START TRANSACTION
+  bool force_leader = false;        // hint route=leader
+  std::optional<uint32_t> cache_ttl_ms;
+  uint64_t min_lsn = 0;  // 0: none
+};
+
+// Errors: a malformed hint (kInvalidArgument, sent to the client as 22023).
+Result<StatementTraits> analyze_statement(std::string_view sql, const sql::Classifier& classifier);
+
+}  // namespace tally::shard_proxy

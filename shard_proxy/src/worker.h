@@ -1,0 +1,64 @@
+// Worker: one io_context thread of the shard proxy with the client sessions it serves and its own
+// server-connection pools (per user: one to the leader, one to the replica), so the hot path never
+// takes a lock. Pools follow ShardState's node addresses: a new generation retargets them.
+// Thread: everything but the constructor runs on the worker's own thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "shard_proxy/src/backend_pool.h"
+#include "shard_proxy/src/shard_state.h"
+
+namespace tally::sql {
+class Classifier;
+}
+
+namespace tally::shard_proxy {
+
+class ResultCache;
+class ProxyMetrics;
+
+// Shared services a worker hands its sessions; all thread-safe.
+struct WorkerServices {
+  ShardState* state = nullptr;
+  const sql::Classifier* classifier = nullptr;
+  ResultCache* cache = nullptr;  // null when caching is off
+  ProxyMetrics* metrics = nullptr;
+  boost::asio::thread_pool* blocking = nullptr;  // for blocking calls such as PQcancel
+  PoolGauges* gauges = nullptr;
+};
+
+class Worker {
+ public:
+  Worker(WorkerServices services, size_t pool_size_per_node);
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  boost::asio::io_context& io() { return io_; }
+  const WorkerServices& services() const { return services_; }
+  ShardState& state() { return *services_.state; }
+
+  // The pool for `user` to the leader or the replica, created on first use and retargeted when the
+  // shard's node addresses changed. Null for the replica when the shard has none.
+  BackendPool* pool(const ProxyUser& user, bool replica);
+
+ private:
+  struct UserPools {
+    std::unique_ptr<BackendPool> leader;
+    std::unique_ptr<BackendPool> replica;
+  };
+  void refresh_targets();
+
+  boost::asio::io_context io_{1};
+  WorkerServices services_;
+  size_t pool_size_;
+  uint64_t generation_ = 0;
+  NodeTargets targets_;
+  std::map<std::string, UserPools> pools_;
+};
+
+}  // namespace tally::shard_proxy

@@ -1,0 +1,403 @@
+// The shard proxy against real servers: a one-shard local cluster (ZooKeeper, a PostgreSQL
+// leader and replica, the shard proxy `tallyctl cluster up` starts), plus a second proxy this
+// test starts with a short statement timeout. Covers read/write routing, transactions, both query
+// protocols with prepared statements across the pool, lag fallback, min_lsn, replica down, the
+// result cache, statement timeout, a leader change through ZooKeeper, authentication, and bad
+// protocol input.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "common/cluster/cluster_manifest.h"
+#include "common/process/child_process.h"
+#include "common/topology/topology.h"
+#include "common/zk/zk_client.h"
+#include "tests/support/pg_client.h"
+#include "tests/support/test_env.h"
+
+namespace tally {
+namespace {
+
+using testing::PgClient;
+using testing::project_binary;
+using testing::run;
+
+class ShardProxyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<testing::TempDir>("tally-proxy");
+    base_ = testing::find_free_port_block(200);
+    auto up = run({project_binary("tallyctl"), "cluster", "up", "--dir", dir_->path().string(),
+                   "--shards", "1", "--base-port", std::to_string(base_)});
+    ASSERT_EQ(up.exit_code, 0) << up.output;
+    auto m = read_manifest(dir_->path() / "cluster.json");
+    ASSERT_TRUE(m.ok());
+    manifest_ = *m;
+    // A second proxy with a short statement timeout and a small pool, started by this test.
+    const auto& admin = manifest_.users.at("admin");
+    timeout_proxy_port_ = base_ + 150;
+    std::string config = (dir_->path() / "timeout-proxy.yaml").string();
+    std::ofstream(config) << "shard_proxy:\n"
+                          << "  id: timeout-proxy\n  shard: \"-\"\n"
+                          << "  listen: {address: 127.0.0.1, pg_port: " << timeout_proxy_port_
+                          << ", http_port: " << base_ + 151 << "}\n"
+                          << "  worker_threads: 1\n"
+                          << "  backend: {leader: \"127.0.0.1:" << leader().ports.at("pg")
+                          << "\", pool_size: 2}\n"
+                          << "  limits: {statement_timeout_ms: 500, pool_wait_timeout_ms: 300}\n"
+                          << "  auth: {method: md5, users: {" << admin.name << ": {password: \""
+                          << admin.password << "\"}}}\n";
+    SpawnOptions spawn;
+    spawn.argv = {project_binary("shard_proxy"), "--config", config};
+    spawn.log_file = dir_->path() / "timeout-proxy.log";
+    auto pid = spawn_daemon(spawn);
+    ASSERT_TRUE(pid.ok()) << pid.error().message;
+    timeout_proxy_pid_ = *pid;
+    timeout_proxy_config_ = config;
+    for (int i = 0; i < 100; ++i) {
+      PgClient probe(proxy_info(timeout_proxy_port_));
+      if (probe.ok()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  static void TearDownTestSuite() {
+    if (timeout_proxy_pid_ > 0) {
+      (void)stop_process(timeout_proxy_pid_, timeout_proxy_config_, SIGTERM,
+                         std::chrono::seconds(5));
+    }
+    run({project_binary("tallyctl"), "cluster", "down", "--dir", dir_->path().string()});
+    for (const auto& p : manifest_.processes) {
+      std::string needle = p.role == "pg_leader" || p.role == "pg_replica" ? p.data_dir : p.config;
+      if (process_alive(p.pid)) (void)stop_process(p.pid, needle, SIGKILL, std::chrono::seconds(5));
+    }
+    dir_.reset();
+  }
+
+  static const ManifestProcess& role(const std::string& r) { return *manifest_.with_role(r)[0]; }
+  static const ManifestProcess& leader() { return role("pg_leader"); }
+  static const ManifestProcess& replica() { return role("pg_replica"); }
+  static int proxy_port() { return role("shard_proxy").ports.at("pg"); }
+  static std::string proxy_info(int port, const std::string& user = "admin",
+                                const std::string& password = "") {
+    const auto& u = manifest_.users.at(user);
+    return "host=127.0.0.1 port=" + std::to_string(port) + " dbname=tally user=" + u.name +
+           " password=" + (password.empty() ? u.password : password) + " connect_timeout=5";
+  }
+  static std::string proxy() { return proxy_info(proxy_port()); }
+
+  // Waits until `sql` through a fresh connection to the proxy returns `want`.
+  static bool eventually(const std::string& sql, const std::string& want, int tries = 100) {
+    for (int i = 0; i < tries; ++i) {
+      PgClient c(proxy());
+      if (c.ok() && c.query(sql) == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  static inline std::unique_ptr<testing::TempDir> dir_;
+  static inline int base_ = 0;
+  static inline ClusterManifest manifest_;
+  static inline int timeout_proxy_port_ = 0;
+  static inline pid_t timeout_proxy_pid_ = 0;
+  static inline std::string timeout_proxy_config_;
+};
+
+TEST_F(ShardProxyTest, ReadsGoToTheReplicaWritesToTheLeader) {
+  ASSERT_TRUE(eventually("SELECT pg_is_in_recovery()", "t")) << "reads never reached the replica";
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok()) << c.error();
+  EXPECT_EQ(c.query("INSERT INTO channels (channel_id, name) VALUES ('rw-1', 'x')"), "OK");
+  // A SELECT calling a function not known to be read-only is a write: it runs on the leader.
+  EXPECT_EQ(c.query("SELECT pg_is_in_recovery() FROM (SELECT txid_current()) t"), "f");
+  EXPECT_EQ(c.query("/*tally: route=leader*/ SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(c.query("/*tally: route=sideways*/ SELECT 1").substr(0, 11), "ERROR 22023");
+}
+
+TEST_F(ShardProxyTest, TransactionsStayOnTheLeaderConnection) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c.query("BEGIN"), "OK");
+  EXPECT_EQ(c.query("SELECT pg_is_in_recovery()"), "f");  // inside a transaction: the leader
+  std::string pid = c.query("SELECT pg_backend_pid()");
+  EXPECT_EQ(c.query("INSERT INTO channels (channel_id, name) VALUES ('tx-1', 'x')"), "OK");
+  EXPECT_EQ(c.query("SELECT pg_backend_pid()"), pid);  // the same server connection throughout
+  EXPECT_EQ(c.query("SELECT count(*) FROM channels WHERE channel_id = 'tx-1'"), "1");
+  EXPECT_EQ(c.query("ROLLBACK"), "OK");
+  EXPECT_EQ(
+      c.query("/*tally: route=leader*/ SELECT count(*) FROM channels WHERE channel_id = 'tx-1'"),
+      "0");
+  // A failed transaction reports its state until it ends.
+  EXPECT_EQ(c.query("BEGIN"), "OK");
+  EXPECT_EQ(c.query("SELECT 1/0").substr(0, 11), "ERROR 22012");
+  EXPECT_EQ(c.query("SELECT 1").substr(0, 11), "ERROR 25P02");
+  EXPECT_EQ(c.query("ROLLBACK"), "OK");
+  EXPECT_EQ(c.query("SELECT 42"), "42");
+  // Session state outside a transaction would leak to other clients of the pool.
+  EXPECT_EQ(c.query("SET work_mem = '8MB'").substr(0, 11), "ERROR 0A000");
+}
+
+TEST_F(ShardProxyTest, ExtendedProtocolAndPreparedStatementsAcrossThePool) {
+  // Many clients so transactions of one client land on different server connections: the
+  // named statement must be re-prepared wherever it runs.
+  std::vector<std::unique_ptr<PgClient>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<PgClient>(proxy()));
+    ASSERT_TRUE(clients.back()->ok());
+    ASSERT_EQ(clients.back()->prepare("s", "SELECT $1::int + $2::int", 2), "OK");
+  }
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(clients[static_cast<size_t>(i)]->exec_prepared(
+                    "s", {std::to_string(round), std::to_string(i)}),
+                std::to_string(round + i));
+    }
+  }
+  PgClient c(proxy());
+  EXPECT_EQ(c.query_params("SELECT $1::text || '-' || $2::text", {"a", "b"}), "a-b");
+  EXPECT_EQ(c.query_params("SELECT upper($1)", {"x"}), "X");
+  // Errors in the extended protocol: a syntax error at Parse, then the session still works.
+  EXPECT_EQ(c.prepare("bad", "SELEC 1", 0).substr(0, 11), "ERROR 42601");
+  EXPECT_EQ(c.exec_prepared("bad", {}).substr(0, 11), "ERROR 26000");
+  EXPECT_EQ(c.prepare("good", "SELECT 7", 0), "OK");
+  EXPECT_EQ(c.exec_prepared("good", {}), "7");
+  // Statements belong to the client session that prepared them, not to server connections.
+  std::unique_ptr<PGresult, decltype(&PQclear)> d(PQdescribePrepared(c.raw(), "s"), &PQclear);
+  ASSERT_EQ(PQresultStatus(d.get()), PGRES_FATAL_ERROR);
+  EXPECT_STREQ(PQresultErrorField(d.get(), PG_DIAG_SQLSTATE), "26000");
+  std::unique_ptr<PGresult, decltype(&PQclear)> g(PQdescribePrepared(clients[0]->raw(), "s"),
+                                                  &PQclear);
+  ASSERT_EQ(PQresultStatus(g.get()), PGRES_COMMAND_OK);
+  EXPECT_EQ(PQnparams(g.get()), 2);
+  EXPECT_EQ(PQnfields(g.get()), 1);
+}
+
+TEST_F(ShardProxyTest, LaggingReplicaSendsReadsToTheLeaderAndMinLsnIsHonoured) {
+  ASSERT_TRUE(eventually("SELECT pg_is_in_recovery()", "t"));
+  PgClient replica_admin(manifest_.conninfo(replica(), "admin"));
+  PgClient leader_admin(manifest_.conninfo(leader(), "admin"));
+  ASSERT_TRUE(replica_admin.ok() && leader_admin.ok());
+  ASSERT_EQ(replica_admin.query("SELECT pg_wal_replay_pause()"), "");
+  // Writes the replica does not replay: its lag grows past max_replica_lag_ms (1 s).
+  bool moved = false;
+  for (int i = 0; i < 60 && !moved; ++i) {
+    leader_admin.query("INSERT INTO channels (channel_id, name) VALUES ('lag-" + std::to_string(i) +
+                       "', 'x')");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    PgClient c(proxy());
+    moved = c.query("SELECT pg_is_in_recovery()") == "f";
+  }
+  EXPECT_TRUE(moved) << "reads stayed on a replica that stopped replaying";
+  // A read that must see the leader's latest LSN never goes to a replica that has not replayed it.
+  std::string lsn = leader_admin.query("SELECT pg_current_wal_lsn()");
+  PgClient c(proxy());
+  EXPECT_EQ(c.query("/*tally: min_lsn=" + lsn + "*/ SELECT pg_is_in_recovery()"), "f");
+  ASSERT_EQ(replica_admin.query("SELECT pg_wal_replay_resume()"), "");
+  EXPECT_TRUE(eventually("SELECT pg_is_in_recovery()", "t")) << "reads never came back";
+}
+
+TEST_F(ShardProxyTest, ResultCacheServesRepeatsWithoutThePrimary) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  const std::string q =
+      "/*tally: cache_ttl_ms=60000*/ SELECT count(*) FROM channels WHERE channel_id = 'cache-1'";
+  ASSERT_EQ(c.query(q), "0");
+  ASSERT_EQ(c.query("INSERT INTO channels (channel_id, name) VALUES ('cache-1', 'x')"), "OK");
+  ASSERT_TRUE(eventually("SELECT count(*) FROM channels WHERE channel_id = 'cache-1'", "1"));
+  // Within the TTL the cached answer comes back: the query never reached PostgreSQL.
+  EXPECT_EQ(c.query(q), "0");
+  // min_lsn bypasses the cache.
+  EXPECT_EQ(c.query("/*tally: cache_ttl_ms=60000, min_lsn=0/1*/ SELECT count(*) FROM channels "
+                    "WHERE channel_id = 'cache-1'"),
+            "1");
+  // The extended protocol caches too, keyed by the parameters.
+  const std::string p =
+      "/*tally: cache_ttl_ms=60000*/ SELECT count(*) FROM channels WHERE channel_id = $1";
+  EXPECT_EQ(c.query_params(p, {"cache-2"}), "0");
+  ASSERT_EQ(c.query("INSERT INTO channels (channel_id, name) VALUES ('cache-2', 'x')"), "OK");
+  ASSERT_TRUE(eventually("SELECT count(*) FROM channels WHERE channel_id = 'cache-2'", "1"));
+  EXPECT_EQ(c.query_params(p, {"cache-2"}), "0");
+  EXPECT_EQ(c.query_params(p, {"cache-1"}), "1");
+}
+
+TEST_F(ShardProxyTest, StatementTimeoutCancelsAndTheConnectionStaysUsable) {
+  PgClient c(proxy_info(timeout_proxy_port_));
+  ASSERT_TRUE(c.ok()) << c.error();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(c.query("SELECT pg_sleep(5)").substr(0, 11), "ERROR 57014");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  // The pool has 2 connections: several statements after the timeout prove they were reused.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(c.query("SELECT " + std::to_string(i)), std::to_string(i));
+}
+
+TEST_F(ShardProxyTest, PoolExhaustionEndsInAClearErrorNotAPileUp) {
+  // The timeout proxy has one worker with 2 server connections and waits 300 ms for one.
+  std::vector<std::unique_ptr<PgClient>> holders;
+  for (int i = 0; i < 4; ++i) {
+    holders.push_back(std::make_unique<PgClient>(proxy_info(timeout_proxy_port_)));
+    ASSERT_TRUE(holders.back()->ok());
+    holders.back()->query("BEGIN");  // holds a server connection until COMMIT
+  }
+  int refused = 0;
+  for (int i = 0; i < 2; ++i) {
+    PgClient extra(proxy_info(timeout_proxy_port_));
+    std::string r = extra.query("SELECT 1");
+    if (r.rfind("ERROR 53300", 0) == 0) ++refused;
+  }
+  EXPECT_GT(refused, 0);
+  for (auto& h : holders) h->query("COMMIT");
+  PgClient after(proxy_info(timeout_proxy_port_));
+  EXPECT_EQ(after.query("SELECT 1"), "1");
+}
+
+TEST_F(ShardProxyTest, ReplicaDownReadsGoToTheLeaderWithoutErrors) {
+  const ManifestProcess& r = replica();
+  ASSERT_TRUE(stop_process(r.pid, r.data_dir, SIGKILL, std::chrono::seconds(5)).ok());
+  int errors = 0;
+  std::string first_error;
+  for (int i = 0; i < 30; ++i) {
+    PgClient c(proxy());
+    std::string v = c.query("SELECT count(*) >= 0 FROM channels");
+    if (v != "t" && errors++ == 0) first_error = v + c.error();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(errors, 0) << first_error;
+  PgClient c(proxy());
+  EXPECT_EQ(c.query("SELECT pg_is_in_recovery()"), "f");
+  auto up = run({project_binary("tallyctl"), "cluster", "up", "--dir", dir_->path().string(),
+                 "--shards", "1", "--base-port", std::to_string(base_)});
+  ASSERT_EQ(up.exit_code, 0) << up.output;
+  auto m = read_manifest(dir_->path() / "cluster.json");
+  ASSERT_TRUE(m.ok());
+  manifest_ = *m;
+  EXPECT_TRUE(eventually("SELECT pg_is_in_recovery()", "t", 150)) << "reads never returned";
+}
+
+TEST_F(ShardProxyTest, LeaderChangeThroughZooKeeperTakesEffectWithoutRestart) {
+  ZkOptions options;
+  options.hosts = manifest_.zookeeper;
+  auto zk = ZkClient::connect(options);
+  ASSERT_TRUE(zk.ok());
+  auto node = (*zk)->get(topology_paths::shard("-"));
+  ASSERT_TRUE(node.ok());
+  auto record = decode_shard("-", node->data);
+  ASSERT_TRUE(record.ok());
+  // Name the replica as the leader: writes through the proxy must then reach the replica (and
+  // fail there as read-only), which proves the proxy followed the node without a restart.
+  ShardRecord moved = *record;
+  moved.leader = record->replica;
+  ASSERT_TRUE((*zk)->set(topology_paths::shard("-"), encode_shard(moved), node->version).ok());
+  bool followed = false;
+  for (int i = 0; i < 100 && !followed; ++i) {
+    PgClient c(proxy());
+    followed = c.query("INSERT INTO channels (channel_id, name) VALUES ('zk-1', 'x')")
+                   .rfind("ERROR 25006", 0) == 0;
+    if (!followed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(followed);
+  auto now = (*zk)->get(topology_paths::shard("-"));
+  ASSERT_TRUE((*zk)->set(topology_paths::shard("-"), encode_shard(*record), now->version).ok());
+  bool back = false;
+  for (int i = 0; i < 100 && !back; ++i) {
+    PgClient c(proxy());
+    back = c.query("INSERT INTO channels (channel_id, name) VALUES ('zk-2', 'x')") == "OK";
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(back);
+  // The proxy registered itself.
+  auto proxies = (*zk)->children(topology_paths::shard_proxies("-"));
+  ASSERT_TRUE(proxies.ok());
+  EXPECT_EQ(proxies->size(), 1u);
+}
+
+TEST_F(ShardProxyTest, AuthenticationAndTheAnalystRole) {
+  PgClient wrong(proxy_info(proxy_port(), "admin", "not-the-password"));
+  EXPECT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.error().find("password authentication failed"), std::string::npos)
+      << wrong.error();
+  PgClient analyst(proxy_info(proxy_port(), "analyst"));
+  ASSERT_TRUE(analyst.ok()) << analyst.error();
+  EXPECT_EQ(analyst.query("SELECT count(*) >= 0 FROM video_totals"), "t");
+  EXPECT_EQ(
+      analyst.query("INSERT INTO channels (channel_id, name) VALUES ('a', 'b')").substr(0, 11),
+      "ERROR 42501");
+  PgClient nodb("host=127.0.0.1 port=" + std::to_string(proxy_port()) +
+                " dbname=other user=tally password=x");
+  EXPECT_NE(nodb.error().find("does not exist"), std::string::npos) << nodb.error();
+}
+
+int raw_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+std::string send_and_read(int port, const std::string& bytes) {
+  int fd = raw_connect(port);
+  if (fd < 0) return "<no connection>";
+  (void)send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) reply.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return reply;
+}
+
+TEST_F(ShardProxyTest, BadProtocolInputEndsOnlyThatClient) {
+  PgClient bystander(proxy());
+  ASSERT_TRUE(bystander.ok());
+  // A startup packet declaring 2 GB, an unknown protocol version, garbage, a truncated packet.
+  std::string huge("\x7f\xff\xff\xff\x00\x03\x00\x00", 8);
+  std::string version("\x00\x00\x00\x08\x00\x02\x00\x00", 8);
+  std::string garbage = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (const auto& bad : {huge, version, garbage}) {
+    std::string reply = send_and_read(proxy_port(), bad);
+    ASSERT_FALSE(reply.empty());
+    EXPECT_EQ(reply[0], 'E') << "expected an ErrorResponse";
+  }
+  int fd = raw_connect(proxy_port());
+  std::string truncated("\x00\x00\x00\x30\x00\x03", 6);
+  (void)send(fd, truncated.data(), truncated.size(), MSG_NOSIGNAL);
+  close(fd);  // hang up mid-packet
+  // Everyone else is unaffected, and new clients still get in.
+  EXPECT_EQ(bystander.query("SELECT 1"), "1");
+  PgClient fresh(proxy());
+  EXPECT_EQ(fresh.query("SELECT 2"), "2");
+}
+
+TEST_F(ShardProxyTest, MetricsAndHealthEndpoints) {
+  auto metrics = run(
+      {"curl", "-s",
+       "http://127.0.0.1:" + std::to_string(role("shard_proxy").ports.at("http")) + "/metrics"});
+  EXPECT_NE(metrics.output.find("tally_shard_proxy_queries_total{route=\"replica\"}"),
+            std::string::npos)
+      << metrics.output.substr(0, 500);
+  EXPECT_NE(metrics.output.find("tally_shard_proxy_pool_open"), std::string::npos);
+  EXPECT_NE(metrics.output.find("tally_shard_proxy_errors_total{sqlstate="), std::string::npos);
+  auto ready =
+      run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+           "http://127.0.0.1:" + std::to_string(role("shard_proxy").ports.at("http")) + "/readyz"});
+  EXPECT_EQ(ready.output, "200");
+}
+
+}  // namespace
+}  // namespace tally
