@@ -14,6 +14,8 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
   procps curl
+  # benchmarks (tests/bench/shard_proxy_bench.py; pgbench comes with postgresql-client-15)
+  pgbouncer libbenchmark-dev
   # fuzzing (scripts/fuzz.sh: libFuzzer and the sanitizer runtimes)
   clang-14 libclang-rt-14-dev
 )
