@@ -6,7 +6,6 @@
 #include <functional>
 #include <iterator>
 #include <limits>
-#include <optional>
 #include <utility>
 
 namespace tally::sql {
@@ -21,7 +20,6 @@ enum CharClass : uint8_t {
   kIdentStart = 2,
   kDigit = 4,
   kIdentChar = 8,  // identifier start, digit or '$'
-  kUpper = 16,
 };
 
 constexpr std::array<uint8_t, 256> kCharClasses = [] {
@@ -34,7 +32,6 @@ constexpr std::array<uint8_t, 256> kCharClasses = [] {
     }
     if (c >= '0' && c <= '9') k |= kDigit | kIdentChar;
     if (c == '$') k |= kIdentChar;
-    if (c >= 'A' && c <= 'Z') k |= kUpper;
     classes[static_cast<std::size_t>(c)] = k;
   }
   return classes;
@@ -62,9 +59,9 @@ constexpr char ascii_lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-// A cheap hash for the compile-time keyword and function tables: length and three bytes, no loop
-// (a per-byte hash was a third of the cost of classifying a point query). `lower` says the text
-// is already lower case; otherwise the three bytes are folded here.
+// A cheap hash for the compile-time keyword and function tables: the length and three bytes
+// folded to lower case, no loop (a per-byte hash was a third of the cost of classifying a point
+// query). Folding lets keywords be found case-insensitively.
 constexpr uint32_t name_hash(std::string_view text) {
   const std::size_t n = text.size();
   if (n == 0) return 0;
@@ -682,7 +679,6 @@ class StatementAnalyzer {
   // True when a top-level ';' ends this statement here (not inside parentheses, as in CREATE
   // RULE ... DO (a; b), nor inside a BEGIN ATOMIC ... END function body).
   bool semicolon_splits() const { return paren_depth_ <= 0 && atomic_depth_ == 0; }
-  bool empty() const { return tokens_ == 0; }
 
   void feed(const Token& t) {
     WordInfo info;
