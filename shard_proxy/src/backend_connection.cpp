@@ -156,13 +156,6 @@ void BackendConnection::run_exchange(ResultSink& sink) {
 }
 
 void BackendConnection::flush_then_read() {
-  // Drain what the server already sent first, so a server blocked on writing never blocks us.
-  if (PQconsumeInput(conn_.get()) == 0) {
-    broken_ = true;
-    finish_exchange(make_error(ErrorCode::kUnavailable,
-                               "connection to " + node_ + " lost: " + PQerrorMessage(conn_.get())));
-    return;
-  }
   int rc = PQflush(conn_.get());
   if (rc < 0) {
     broken_ = true;
@@ -171,7 +164,26 @@ void BackendConnection::flush_then_read() {
     return;
   }
   if (rc == 1) {
+    // Drain what the server already sent, so a server blocked on writing never blocks us.
+    if (PQconsumeInput(conn_.get()) == 0) {
+      broken_ = true;
+      finish_exchange(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost: " +
+                                                              PQerrorMessage(conn_.get())));
+      return;
+    }
     wait(true, [this] { flush_then_read(); });
+    return;
+  }
+  // The request is out; the answer cannot be there yet: wait instead of a recv that would only
+  // say EAGAIN.
+  wait(false, [this] { on_readable(); });
+}
+
+void BackendConnection::on_readable() {
+  if (PQconsumeInput(conn_.get()) == 0) {
+    broken_ = true;
+    finish_exchange(make_error(ErrorCode::kUnavailable,
+                               "connection to " + node_ + " lost: " + PQerrorMessage(conn_.get())));
     return;
   }
   read_results();
@@ -189,7 +201,7 @@ void BackendConnection::read_results() {
         return;
       }
       if (PQisBusy(c)) {
-        wait(false, [this] { read_results(); });
+        wait(false, [this] { on_readable(); });
         return;
       }
     }

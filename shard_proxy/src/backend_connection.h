@@ -81,6 +81,7 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   void poll_connect();
   void wait(bool write, std::function<void()> then);
   void flush_then_read();
+  void on_readable();
   void read_results();
   void finish_exchange(Status status);
   void attach_socket();

@@ -419,7 +419,21 @@ void ClientSession::on_sync() {
   bool any_execute = false;
   std::optional<uint32_t> ttl;
   bool all_cached = true;
-  cache_key_ = "E" + user_name_ + '\0';
+  // The cache key is built only for batches that may be cached: most are not.
+  bool build_key = false;
+  if (worker_.services().cache != nullptr && !lease_) {
+    for (const auto& message : batch_) {
+      const std::string* query = nullptr;
+      if (auto* p = std::get_if<ParseMsg>(&message)) query = &p->query;
+      if (auto* b = std::get_if<BindMsg>(&message)) {
+        auto it = statements_.find(b->statement);
+        if (it != statements_.end()) query = &it->second->query;
+      }
+      if (query != nullptr && query->find("cache_ttl_ms") != std::string::npos) build_key = true;
+    }
+  }
+  cache_key_.clear();
+  if (build_key) cache_key_ = "E" + user_name_ + '\0';
 
   auto error_step = [this](std::string_view sqlstate, const std::string& message) {
     Step s;
@@ -452,7 +466,7 @@ void ClientSession::on_sync() {
       s.statement = st;
       s.statement_name = p->name;
       steps_.push_back(std::move(s));
-      cache_key_ += "P" + st->key + '\0';
+      if (build_key) cache_key_ += "P" + st->key + '\0';
     } else if (auto* b = std::get_if<BindMsg>(&message)) {
       auto it = statements_.find(b->statement);
       if (it == statements_.end()) {
@@ -481,16 +495,18 @@ void ClientSession::on_sync() {
       portals_[b->portal] = portal;
       local_step([](std::string& out) { pgwire::append_bind_complete(out); });
       steps_.back().portal = portal;
-      cache_key_ += "B" + it->second->key + '\0';
-      for (int16_t f : portal->parameter_formats) cache_key_ += std::to_string(f) + ",";
-      for (const auto& v : portal->parameters) {
-        if (v) {
-          cache_key_ += std::to_string(v->size()) + ":" + *v;
-        } else {
-          cache_key_ += "N";
+      if (build_key) {
+        cache_key_ += "B" + it->second->key + '\0';
+        for (int16_t f : portal->parameter_formats) cache_key_ += std::to_string(f) + ",";
+        for (const auto& v : portal->parameters) {
+          if (v) {
+            cache_key_ += std::to_string(v->size()) + ":" + *v;
+          } else {
+            cache_key_ += "N";
+          }
         }
+        cache_key_ += "R" + std::to_string(result_format) + '\0';
       }
-      cache_key_ += "R" + std::to_string(result_format) + '\0';
     } else if (auto* d = std::get_if<DescribeMsg>(&message)) {
       Step s;
       if (d->kind == TargetKind::kStatement) {
@@ -501,7 +517,7 @@ void ClientSession::on_sync() {
         }
         s.kind = StepKind::kDescribeStatement;
         s.statement = it->second;
-        cache_key_ += "DS" + it->second->key + '\0';
+        if (build_key) cache_key_ += "DS" + it->second->key + '\0';
       } else {
         auto it = portals_.find(d->name);
         if (it == portals_.end()) {
@@ -511,7 +527,7 @@ void ClientSession::on_sync() {
         s.kind = StepKind::kDescribePortal;
         s.portal = it->second;
         s.statement = it->second->statement;
-        cache_key_ += "DP" + d->name + '\0';
+        if (build_key) cache_key_ += "DP" + d->name + '\0';
       }
       steps_.push_back(std::move(s));
     } else if (auto* e = std::get_if<ExecuteMsg>(&message)) {
@@ -544,7 +560,7 @@ void ClientSession::on_sync() {
       } else {
         all_cached = false;
       }
-      cache_key_ += "X" + e->portal + ":" + std::to_string(e->max_rows) + '\0';
+      if (build_key) cache_key_ += "X" + e->portal + ":" + std::to_string(e->max_rows) + '\0';
       if (e->max_rows > 0) all_cached = false;
       steps_.push_back(std::move(s));
     } else if (auto* c = std::get_if<CloseMsg>(&message)) {
@@ -554,7 +570,7 @@ void ClientSession::on_sync() {
         portals_.erase(c->name);
       }
       local_step([](std::string& out) { pgwire::append_close_complete(out); });
-      cache_key_ += "C" + c->name + '\0';
+      if (build_key) cache_key_ += "C" + c->name + '\0';
     }
   }
   batch_.clear();
@@ -586,7 +602,7 @@ void ClientSession::on_sync() {
     }
     return;
   }
-  if (route.cache_ttl_ms && worker_.services().cache != nullptr && !lease_) {
+  if (route.cache_ttl_ms && build_key) {
     if (auto hit = worker_.services().cache->lookup(cache_key_)) {
       out_ += *hit;
       pgwire::append_ready_for_query(out_, TransactionStatus::kIdle);
@@ -602,7 +618,7 @@ void ClientSession::on_sync() {
 void ClientSession::run_on_server(Route route, std::function<void(BackendPool::Lease)> issue) {
   route_ = route;
   issue_ = issue;
-  original_steps_ = steps_;
+  if (route.want_replica) original_steps_ = steps_;  // only a read may be replayed
   retry_on_leader_ = false;
   busy_ = true;
   failed_ = false;

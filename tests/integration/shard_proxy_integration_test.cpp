@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <pqxx/pqxx>
 #include <thread>
 
 #include "common/cluster/cluster_manifest.h"
@@ -179,6 +180,65 @@ TEST_F(ShardProxyTest, ExtendedProtocolAndPreparedStatementsAcrossThePool) {
   ASSERT_EQ(PQresultStatus(g.get()), PGRES_COMMAND_OK);
   EXPECT_EQ(PQnparams(g.get()), 2);
   EXPECT_EQ(PQnfields(g.get()), 1);
+}
+
+TEST_F(ShardProxyTest, LibpqxxClientWorksThroughTheProxy) {
+  pqxx::connection c(proxy());
+  c.prepare("add", "SELECT $1::int + $2::int");
+  {
+    pqxx::work w(c);
+    EXPECT_EQ(w.exec_params("SELECT $1::text || $2::text", "pq", "xx")[0][0].as<std::string>(),
+              "pqxx");
+    EXPECT_EQ(w.exec_prepared("add", 40, 2)[0][0].as<int>(), 42);
+    w.exec("INSERT INTO channels (channel_id, name) VALUES ('pqxx-1', 'x')");
+    w.commit();
+  }
+  pqxx::work w(c);
+  EXPECT_EQ(w.exec_prepared("add", 1, 2)[0][0].as<int>(), 3);
+  EXPECT_EQ(w.exec("SELECT count(*) FROM channels WHERE channel_id = 'pqxx-1'")[0][0].as<int>(), 1);
+  EXPECT_THROW(w.exec("SELECT * FROM no_such_table"), pqxx::sql_error);
+}
+
+TEST_F(ShardProxyTest, PipelinedRequestsAreAnsweredInOrder) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  PGconn* pg = c.raw();
+  ASSERT_EQ(PQenterPipelineMode(pg), 1);
+  for (int i = 0; i < 5; ++i) {
+    std::string v = std::to_string(i);
+    const char* values[] = {v.c_str()};
+    ASSERT_EQ(PQsendQueryParams(pg, "SELECT $1::int * 10", 1, nullptr, values, nullptr, nullptr, 0),
+              1);
+    ASSERT_EQ(PQpipelineSync(pg), 1);
+  }
+  for (int i = 0; i < 5; ++i) {
+    std::unique_ptr<PGresult, decltype(&PQclear)> r(PQgetResult(pg), &PQclear);
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(pg);
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string(i * 10));
+    std::unique_ptr<PGresult, decltype(&PQclear)> end(PQgetResult(pg), &PQclear);
+    EXPECT_EQ(end.get(), nullptr);
+    std::unique_ptr<PGresult, decltype(&PQclear)> sync(PQgetResult(pg), &PQclear);
+    EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
+  }
+  ASSERT_EQ(PQexitPipelineMode(pg), 1);
+}
+
+TEST_F(ShardProxyTest, CancelRequestStopsTheRunningStatement) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  std::unique_ptr<PGcancel, decltype(&PQfreeCancel)> cancel(PQgetCancel(c.raw()), &PQfreeCancel);
+  ASSERT_NE(cancel.get(), nullptr);
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    char err[256];
+    PQcancel(cancel.get(), err, sizeof(err));
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  std::string r = c.query("/*tally: route=leader*/ SELECT pg_sleep(10)");
+  canceller.join();
+  EXPECT_EQ(r.substr(0, 11), "ERROR 57014") << r;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(c.query("SELECT 1"), "1");
 }
 
 TEST_F(ShardProxyTest, LaggingReplicaSendsReadsToTheLeaderAndMinLsnIsHonoured) {
