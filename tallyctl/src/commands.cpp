@@ -121,10 +121,16 @@ int cluster_up(const Args& a, std::ostream& out, std::ostream& err) {
       << " shards). Manifest: " << LocalCluster::manifest_path(o.dir).string() << "\n";
   out << "  ZooKeeper:  " << m->zookeeper << "\n";
   for (const auto& p : m->processes) {
-    if (p.role != "pg_leader" && p.role != "pg_replica") continue;
-    out << "  shard " << std::left << std::setw(6) << p.shard.value_or("") << " "
-        << (p.role == "pg_leader" ? "leader " : "replica") << "  psql \"" << m->conninfo(p, "admin")
-        << "\"\n";
+    const char* label = p.role == "shard_proxy"  ? "proxy  "
+                        : p.role == "pg_leader"  ? "leader "
+                        : p.role == "pg_replica" ? "replica"
+                                                 : nullptr;
+    if (label == nullptr) continue;
+    out << "  shard " << std::left << std::setw(6) << p.shard.value_or("") << " " << label
+        << "  psql \"" << m->conninfo(p, "admin") << "\"";
+    if (p.role == "shard_proxy")
+      out << "  (metrics http://127.0.0.1:" << p.ports.at("http") << "/metrics)";
+    out << "\n";
   }
   out << "  status:     tallyctl cluster status --dir " << o.dir.string() << "\n"
       << "  stop:       tallyctl cluster down --dir " << o.dir.string() << "\n";
