@@ -458,9 +458,14 @@ void ClientSession::on_sync() {
         error_step("42P05", "prepared statement \"" + p->name + "\" already exists");
         break;
       }
-      auto st = std::make_shared<Statement>(
-          Statement{p->query, p->types, statement_key(p->query, p->types)});
-      statements_[p->name] = st;
+      // Drivers re-parse the same unnamed statement for every execution: keep the analysed one.
+      auto& slot = statements_[p->name];
+      if (!slot || slot->query != p->query || slot->types != p->types) {
+        slot = std::make_shared<Statement>(Statement{
+            p->query, p->types, statement_key(p->query, p->types),
+            analyze_statement(p->query, *worker_.services().classifier)});
+      }
+      auto st = slot;
       Step s;
       s.kind = StepKind::kPrepare;
       s.statement = st;
@@ -542,7 +547,7 @@ void ClientSession::on_sync() {
       s.statement = it->second->statement;
       s.max_rows = e->max_rows;
       any_execute = true;
-      auto traits = analyze_statement(s.statement->query, *worker_.services().classifier);
+      const auto& traits = s.statement->traits;
       if (!traits) {
         error_step("22023", traits.error().message);
         break;

@@ -63,6 +63,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
     std::string query;
     std::vector<uint32_t> types;
     std::string key;  // identity on server connections: query + parameter types
+    Result<StatementTraits> traits{StatementTraits{}};  // analysed once, at Parse
   };
   struct Portal {
     std::shared_ptr<const Statement> statement;
