@@ -39,6 +39,7 @@ ClientSession::ClientSession(Worker& worker, asio::ip::tcp::socket socket)
     : worker_(worker), socket_(std::move(socket)) {}
 
 ClientSession::~ClientSession() {
+  if (tracking_id_ != 0) worker_.untrack_session(tracking_id_);
   if (process_id_ != 0) worker_.state().unregister_session(process_id_);
   if (counted_) worker_.state().clients.fetch_sub(1);
   if (lease_ && lease_pool_ != nullptr) {
@@ -48,6 +49,10 @@ ClientSession::~ClientSession() {
 }
 
 void ClientSession::start() {
+  std::weak_ptr<ClientSession> weak = weak_from_this();
+  tracking_id_ = worker_.track_session([weak]() {
+    if (auto self = weak.lock()) self->abandon();
+  });
   boost::system::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   read_more();
@@ -461,9 +466,9 @@ void ClientSession::on_sync() {
       // Drivers re-parse the same unnamed statement for every execution: keep the analysed one.
       auto& slot = statements_[p->name];
       if (!slot || slot->query != p->query || slot->types != p->types) {
-        slot = std::make_shared<Statement>(Statement{
-            p->query, p->types, statement_key(p->query, p->types),
-            analyze_statement(p->query, *worker_.services().classifier)});
+        slot = std::make_shared<Statement>(
+            Statement{p->query, p->types, statement_key(p->query, p->types),
+                      analyze_statement(p->query, *worker_.services().classifier)});
       }
       auto st = slot;
       Step s;
@@ -625,6 +630,7 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
   issue_ = issue;
   if (route.want_replica) original_steps_ = steps_;  // only a read may be replayed
   retry_on_leader_ = false;
+  keep_alive_ = shared_from_this();
   busy_ = true;
   failed_ = false;
   server_steps_.clear();
@@ -1008,6 +1014,8 @@ void ClientSession::on_exchange_done(Status status) {
 }
 
 void ClientSession::exchange_finished(Status status) {
+  // Released when this function returns (unless a replay on the leader takes it again).
+  std::shared_ptr<ClientSession> self = std::move(keep_alive_);
   if (lease_ && on_replica_ &&
       (retry_on_leader_ ||
        (!status && !lease_->usable() && out_.size() == response_start_ && !failed_))) {
@@ -1069,6 +1077,12 @@ void ClientSession::exchange_finished(Status status) {
   flush_output();
   process();
   read_more();
+}
+
+void ClientSession::abandon() {
+  lease_.reset();  // its pool is going away too; the connection closes with it
+  lease_pool_ = nullptr;
+  keep_alive_.reset();
 }
 
 void ClientSession::cancel_running() {

@@ -135,6 +135,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
   void on_notice(const PGresult* notice) override;
 
   void cancel_running();
+  // Shutdown only (the worker's thread has stopped): drop the self-reference and the lease.
+  void abandon();
+  uint64_t tracking_id_ = 0;
 
   Worker& worker_;
   boost::asio::ip::tcp::socket socket_;
@@ -162,7 +165,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
   std::unordered_map<std::string, std::shared_ptr<const Statement>> statements_;
   std::unordered_map<std::string, std::shared_ptr<Portal>> portals_;
 
-  // The exchange in flight.
+  // The exchange in flight. The session keeps itself alive until it ends: the server connection
+  // delivers results to it even if the client hung up meanwhile.
+  std::shared_ptr<ClientSession> keep_alive_;
   BackendPool::Lease lease_;
   BackendPool* lease_pool_ = nullptr;
   bool simple_query_ = false;

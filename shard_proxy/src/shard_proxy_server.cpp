@@ -196,6 +196,7 @@ void ShardProxyServer::stop() {
   for (auto& w : workers_) w->io().stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
+  for (auto& w : workers_) w->abandon_sessions();
   monitor_.stop();
   blocking_.join();
 }

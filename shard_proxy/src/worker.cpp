@@ -49,4 +49,19 @@ BackendPool* Worker::pool(const ProxyUser& user, bool replica) {
   return pools.replica.get();
 }
 
+uint64_t Worker::track_session(std::function<void()> abandon) {
+  sessions_.emplace(++next_session_, std::move(abandon));
+  return next_session_;
+}
+
+void Worker::untrack_session(uint64_t id) {
+  sessions_.erase(id);
+}
+
+void Worker::abandon_sessions() {
+  auto sessions = std::move(sessions_);  // abandoning may destroy sessions, which untrack
+  sessions_.clear();
+  for (auto& [id, abandon] : sessions) abandon();
+}
+
 }  // namespace tally::shard_proxy

@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,6 +47,12 @@ class Worker {
   // shard's node addresses changed. Null for the replica when the shard has none.
   BackendPool* pool(const ProxyUser& user, bool replica);
 
+  // Sessions register how to abandon them; after the worker's thread has stopped, shutdown runs
+  // every registered function so sessions waiting on a server break their self-references.
+  uint64_t track_session(std::function<void()> abandon);
+  void untrack_session(uint64_t id);
+  void abandon_sessions();
+
  private:
   struct UserPools {
     std::unique_ptr<BackendPool> leader;
@@ -59,6 +66,8 @@ class Worker {
   uint64_t generation_ = 0;
   NodeTargets targets_;
   std::map<std::string, UserPools> pools_;
+  std::map<uint64_t, std::function<void()>> sessions_;
+  uint64_t next_session_ = 0;
 };
 
 }  // namespace tally::shard_proxy

@@ -444,6 +444,20 @@ TEST_F(ShardProxyTest, BadProtocolInputEndsOnlyThatClient) {
   EXPECT_EQ(fresh.query("SELECT 2"), "2");
 }
 
+TEST_F(ShardProxyTest, ClientHangingUpMidStatementLeavesTheProxyHealthy) {
+  for (int i = 0; i < 5; ++i) {
+    PGconn* c = PQconnectdb(proxy().c_str());
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK);
+    ASSERT_EQ(PQsendQuery(c, "/*tally: route=leader*/ SELECT pg_sleep(0.3)"), 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    PQfinish(c);  // gone while the statement runs; its answer arrives for nobody
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  PgClient c(proxy());
+  EXPECT_EQ(c.query("SELECT 5"), "5");
+  EXPECT_EQ(c.query("/*tally: route=leader*/ SELECT 6"), "6");
+}
+
 TEST_F(ShardProxyTest, MetricsAndHealthEndpoints) {
   auto metrics = run(
       {"curl", "-s",
