@@ -487,6 +487,12 @@ def profile_shard_proxy(env: Env, proxy: Endpoint, script: Path) -> List[str]:
                 if hdr is not None:
                     lines.extend("  " + l.rstrip() for l in frame[2:3] + frame[hdr:hdr + 13])
         perf = shutil.which("perf")
+        try:
+            if os.readlink(f"/proc/{proxy_pid}/exe").endswith(" (deleted)"):
+                lines.append("note: the shard_proxy binary was rebuilt while this cluster ran; perf "
+                             "cannot resolve its own symbols (shown as addresses)")
+        except OSError:
+            pass
         if perf:
             data = env.tmp / "perf.data"
             r = subprocess.run([perf, "record", "-g", "-o", str(data), "-p", str(proxy_pid), "--",
@@ -560,7 +566,7 @@ def verdict(kind: str, r_pgb: Optional[float], r_direct: Optional[float]) -> str
 def render(headers: List[str], rows: List[List[str]], markdown: bool) -> str:
     if markdown:
         out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
         return "\n".join(out)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
@@ -598,12 +604,15 @@ def build_report(args, env: Env, main: Dict, cache: Dict, profile: List[str], ma
             "(average / p99 from pgbench per-transaction logs).")
     parts = []
     if markdown:
-        parts += [f"### {title}", "", note, "", render(headers, rows, True), "",
-                  render(cheaders, crows, True)]
+        parts += [f"### {title}", "", note, "", render(headers, rows, True)]
+        if crows:
+            parts += ["", render(cheaders, crows, True)]
         if profile:
             parts += ["", "```", *profile, "```"]
     else:
-        parts += [title, note, "", render(headers, rows, False), "", render(cheaders, crows, False)]
+        parts += [title, note, "", render(headers, rows, False)]
+        if crows:
+            parts += ["", render(cheaders, crows, False)]
         if profile:
             parts += ["", *profile]
     return "\n".join(parts) + "\n"
