@@ -21,13 +21,6 @@ constexpr std::array<bool, 256> kVideoIdChar = make_video_id_table();
 
 constexpr std::string_view kVideoIdExpectation = "expected 1-64 characters of [A-Za-z0-9_-]";
 
-constexpr char kHexDigits[] = "0123456789abcdef";
-
-void append_hex_byte(std::string& out, unsigned char byte) {
-  out += kHexDigits[byte >> 4];
-  out += kHexDigits[byte & 0x0f];
-}
-
 }  // namespace
 
 KeyspaceId ksid_for(std::string_view video_id) {
@@ -64,30 +57,6 @@ Status validate_video_id(std::string_view video_id) {
                                                        std::to_string(i));
   }
   return ok_status();
-}
-
-std::string quote_for_message(std::string_view text, std::size_t max_bytes) {
-  const std::string_view shown = text.substr(0, max_bytes);
-  std::string out;
-  out.reserve(shown.size() + 24);
-  out += '"';
-  for (const char ch : shown) {
-    const auto byte = static_cast<unsigned char>(ch);
-    if (byte == '"' || byte == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (byte >= 0x20 && byte < 0x7f) {
-      out += ch;
-    } else {
-      out += "\\x";
-      append_hex_byte(out, byte);
-    }
-  }
-  out += '"';
-  if (shown.size() < text.size()) {
-    out += "... (" + std::to_string(text.size()) + " bytes)";
-  }
-  return out;
 }
 
 }  // namespace tally

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/core/quote.h"  // quote_for_message, used in this library's errors
 #include "common/core/result.h"
 
 namespace tally {
@@ -39,10 +40,5 @@ constexpr KeyspaceId ksid_from_sql(int64_t sql_value) {
 // (quoted with quote_for_message) and what was expected, e.g.
 //   video_id "ab c": expected 1-64 characters of [A-Za-z0-9_-], found ' ' at position 2
 Status validate_video_id(std::string_view video_id);
-
-// `text` in double quotes, safe to embed in an error message or log line: printable ASCII is kept,
-// '"' and '\' are backslash-escaped, every other byte is shown as \xNN; inputs longer than
-// `max_bytes` are cut and marked with their full size, e.g. "aaaa"... (1000 bytes).
-std::string quote_for_message(std::string_view text, std::size_t max_bytes = 80);
 
 }  // namespace tally

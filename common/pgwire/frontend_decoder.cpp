@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "common/pgwire/quote.h"
+#include "common/core/quote.h"
 
 namespace tally::pgwire {
 namespace {

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "common/pgwire/quote.h"
+#include "common/core/quote.h"
 
 namespace tally::pgwire {
 namespace {

@@ -3,6 +3,8 @@
 #include <array>
 #include <charconv>
 
+#include "common/core/quote.h"
+
 namespace tally::sql {
 namespace {
 
@@ -37,29 +39,8 @@ std::size_t skip_space(std::string_view text, std::size_t pos) {
   return pos;
 }
 
-// Same contract as tally::pgwire::quote_for_message (kept local: tally_sql depends on tally_core
-// only): double-quoted, '"' and '\' escaped, other bytes outside printable ASCII as \xNN, cut
-// after max_bytes with "..." appended.
-std::string quote(std::string_view text, std::size_t max_bytes = 80) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  const std::size_t shown = text.size() < max_bytes ? text.size() : max_bytes;
-  for (std::size_t i = 0; i < shown; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c >= 0x7f) {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-  if (shown < text.size()) out += "...";
-  return out;
+std::string quote(std::string_view text) {
+  return quote_for_message(text);
 }
 
 // The end (one past "*/") of the block comment opening at `pos`, honouring nesting as PostgreSQL

@@ -20,7 +20,7 @@
 #include "common/pgwire/base64.h"
 #include "common/pgwire/frontend_decoder.h"
 #include "common/pgwire/md5_auth.h"
-#include "common/pgwire/quote.h"
+#include "common/core/quote.h"
 #include "common/pgwire/scram.h"
 
 namespace tally::pgwire {
@@ -1303,7 +1303,7 @@ TEST(PasswordMessage, Parsing) {
 
 TEST(Quote, UnprintableBytesAreEscaped) {
   EXPECT_EQ(quote_for_message("a\"b\\c\x01\xff"), R"("a\"b\\c\x01\xff")");
-  EXPECT_EQ(quote_for_message("abcdef", 3), R"("abc"...)");
+  EXPECT_EQ(quote_for_message("abcdef", 3), R"("abc"... (6 bytes))");
 }
 
 }  // namespace

@@ -1,12 +1,17 @@
-#include "common/pgwire/quote.h"
+#include "common/core/quote.h"
 
-namespace tally::pgwire {
+namespace tally {
+
+void append_hex_byte(std::string& out, unsigned char byte) {
+  static constexpr char kHexDigits[] = "0123456789abcdef";
+  out += kHexDigits[byte >> 4];
+  out += kHexDigits[byte & 0x0f];
+}
 
 std::string quote_for_message(std::string_view text, std::size_t max_bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
   const std::string_view shown = text.substr(0, max_bytes);
   std::string out;
-  out.reserve(shown.size() + 8);
+  out.reserve(shown.size() + 24);
   out += '"';
   for (const char ch : shown) {
     const auto byte = static_cast<unsigned char>(ch);
@@ -17,13 +22,14 @@ std::string quote_for_message(std::string_view text, std::size_t max_bytes) {
       out += ch;
     } else {
       out += "\\x";
-      out += kHex[byte >> 4];
-      out += kHex[byte & 15];
+      append_hex_byte(out, byte);
     }
   }
   out += '"';
-  if (shown.size() < text.size()) out += "...";
+  if (shown.size() < text.size()) {
+    out += "... (" + std::to_string(text.size()) + " bytes)";
+  }
   return out;
 }
 
-}  // namespace tally::pgwire
+}  // namespace tally
