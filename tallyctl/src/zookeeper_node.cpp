@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/process/child_process.h"
+#include "tallyctl/src/http_probe.h"
 
 namespace tally {
 namespace {
@@ -101,35 +102,8 @@ Status ZooKeeperNode::stop(pid_t pid) const {
 
 std::string zk_four_letter(int port, const std::string& command,
                            std::chrono::milliseconds timeout) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return {};
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return {};
-  if (send(fd, command.data(), command.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(command.size())) {
-    return {};
-  }
-  std::string reply;
-  char buf[4096];
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-  }
-  return reply;
+  // ZooKeeper answers and closes the connection.
+  return loopback_exchange(port, command, timeout);
 }
 
 }  // namespace tally

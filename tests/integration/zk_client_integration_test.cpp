@@ -31,6 +31,7 @@
 
 #include "common/zk/zk_client.h"
 #include "tallyctl/src/zookeeper_node.h"
+#include "tests/support/test_env.h"
 
 namespace tally {
 namespace {
@@ -51,26 +52,10 @@ extern "C" void kill_server_and_die(int sig) {
   raise(sig);
 }
 
-bool port_free(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-// A free port in 21000-21999, starting at a PID-dependent offset so parallel runs rarely collide.
+// A free port (test_env's block finder), never `avoid`.
 int pick_port(int avoid = 0) {
-  int offset = static_cast<int>(getpid() % 1000);
-  for (int i = 0; i < 1000; ++i) {
-    int port = 21000 + (offset + i) % 1000;
-    if (port != avoid && port_free(port)) return port;
-  }
-  return -1;
+  int port = testing::find_free_port_block(1, 21000, 22000);
+  return port == avoid ? testing::find_free_port_block(1, avoid + 1, 22000) : port;
 }
 
 // One ZooKeeper server in its own temporary directory; stopped and removed on destruction.
