@@ -850,23 +850,26 @@ void ClientSession::append_result_error(const PGresult* r) {
   if (auto* m = worker_.services().metrics) m->error(f.sqlstate);
 }
 
+void ClientSession::append_row_description(const PGresult* r, int16_t format) {
+  const int fields = PQnfields(r);
+  std::vector<pgwire::FieldDescription> desc(static_cast<size_t>(fields));
+  for (int i = 0; i < fields; ++i) {
+    auto& d = desc[static_cast<size_t>(i)];
+    d.name = PQfname(r, i);
+    d.table_oid = PQftable(r, i);
+    d.column = static_cast<int16_t>(PQftablecol(r, i));
+    d.type_oid = PQftype(r, i);
+    d.type_size = static_cast<int16_t>(PQfsize(r, i));
+    d.type_modifier = PQfmod(r, i);
+    d.format = format >= 0 ? format : static_cast<int16_t>(PQfformat(r, i));
+  }
+  pgwire::append_row_description(out_, desc);
+}
+
 void ClientSession::append_tuples(const PGresult* r, bool describe, Portal* portal,
                                   int32_t max_rows) {
   const int fields = PQnfields(r);
-  if (describe) {
-    std::vector<pgwire::FieldDescription> desc(static_cast<size_t>(fields));
-    for (int i = 0; i < fields; ++i) {
-      auto& d = desc[static_cast<size_t>(i)];
-      d.name = PQfname(r, i);
-      d.table_oid = PQftable(r, i);
-      d.column = static_cast<int16_t>(PQftablecol(r, i));
-      d.type_oid = PQftype(r, i);
-      d.type_size = static_cast<int16_t>(PQfsize(r, i));
-      d.type_modifier = PQfmod(r, i);
-      d.format = static_cast<int16_t>(PQfformat(r, i));
-    }
-    pgwire::append_row_description(out_, desc);
-  }
+  if (describe) append_row_description(r);
   const int rows = PQntuples(r);
   std::vector<std::optional<std::string_view>> values(static_cast<size_t>(fields));
   int emit = rows;
@@ -969,20 +972,16 @@ void ClientSession::on_result(const PGresult* r) {
       for (int i = 0; i < n; ++i) types[static_cast<size_t>(i)] = PQparamtype(r, i);
       pgwire::append_parameter_description(out_, types);
       if (PQnfields(r) > 0) {
-        append_tuples(r, true, nullptr, 0);
-        // append_tuples ends with CommandComplete: a describe has none. Strip it again.
-        out_.resize(out_.size() -
-                    (1 + 4 + std::string_view(PQcmdStatus(const_cast<PGresult*>(r))).size() + 1));
+        append_row_description(r);
       } else {
         pgwire::append_no_data(out_);
       }
       break;
     }
     case StepKind::kDescribePortal:
+      // A statement's description says text for every column; the portal's Bind chose the format.
       if (PQnfields(r) > 0) {
-        append_tuples(r, true, nullptr, 0);
-        out_.resize(out_.size() -
-                    (1 + 4 + std::string_view(PQcmdStatus(const_cast<PGresult*>(r))).size() + 1));
+        append_row_description(r, static_cast<int16_t>(s.portal->result_format));
       } else {
         pgwire::append_no_data(out_);
       }

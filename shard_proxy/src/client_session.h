@@ -121,6 +121,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
                                      size_t before_step);
   void emit_locals_until(size_t step);
   void emit_suspended(Portal& portal, int32_t max_rows);
+  // RowDescription of a result; `format` overrides the column formats when >= 0.
+  void append_row_description(const PGresult* result, int16_t format = -1);
   void append_tuples(const PGresult* result, bool describe, Portal* portal, int32_t max_rows);
   void append_result_error(const PGresult* result);
   // True (and remembered) when a replica's answer says the replica is going away before anything
