@@ -16,11 +16,11 @@
 #include <variant>
 #include <vector>
 
+#include "common/core/quote.h"
 #include "common/pgwire/backend_encoder.h"
 #include "common/pgwire/base64.h"
 #include "common/pgwire/frontend_decoder.h"
 #include "common/pgwire/md5_auth.h"
-#include "common/core/quote.h"
 #include "common/pgwire/scram.h"
 
 namespace tally::pgwire {
