@@ -241,7 +241,7 @@ void BackendConnection::read_results() {
       int n;
       while ((n = PQgetCopyData(c, &buffer, 1)) > 0) PQfreemem(buffer);
       if (n == 0) {
-        wait(false, [this] { read_results(); });
+        wait(false, [this] { on_readable(); });  // consume first, or PQgetCopyData spins
         return;
       }
       continue;

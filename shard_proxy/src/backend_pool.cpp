@@ -11,10 +11,11 @@ BackendPool::BackendPool(asio::io_context& io, PoolOptions options)
 
 BackendPool::~BackendPool() {
   *alive_ = false;
+  // Waiters hear that the pool is gone rather than waiting forever.
+  fail_waiters(make_error(ErrorCode::kUnavailable, "the pool for " + options_.node + " closed"));
   open_ = 0;
   connecting_ = 0;
   idle_.clear();
-  waiters_.clear();
   publish();
 }
 

@@ -373,6 +373,13 @@ void ClientSession::on_query(std::string sql) {
     pgwire::append_ready_for_query(out_, transaction_status());
     return;
   }
+  if (traits->copy) {
+    append_error("0A000",
+                 "COPY is not supported through the shard proxy: its data stream is not relayed; "
+                 "run bulk loads and exports against the leader directly");
+    pgwire::append_ready_for_query(out_, transaction_status());
+    return;
+  }
   if (traits->session_state && !lease_) {
     append_error("0A000",
                  "session-level settings (SET, RESET, LISTEN, PREPARE, ...) outside a transaction "
@@ -381,6 +388,7 @@ void ClientSession::on_query(std::string sql) {
     pgwire::append_ready_for_query(out_, transaction_status());
     return;
   }
+  if (traits->session_state) dirty_ = true;  // inside a transaction: retire the connection after
   Route route;
   route.want_replica = traits->read_only && !traits->force_leader;
   route.min_lsn = traits->min_lsn;
@@ -557,12 +565,19 @@ void ClientSession::on_sync() {
         error_step("22023", traits.error().message);
         break;
       }
+      if (traits->copy) {
+        error_step("0A000",
+                   "COPY is not supported through the shard proxy: its data stream is not relayed; "
+                   "run bulk loads and exports against the leader directly");
+        break;
+      }
       if (traits->session_state && !lease_) {
         error_step("0A000",
                    "session-level settings outside a transaction are not supported through "
                    "transaction pooling; use SET LOCAL inside BEGIN ... COMMIT");
         break;
       }
+      if (traits->session_state) dirty_ = true;
       all_reads = all_reads && traits->read_only && !traits->force_leader;
       route.min_lsn = std::max(route.min_lsn, traits->min_lsn);
       if (traits->cache_ttl_ms && traits->read_only) {
@@ -610,6 +625,7 @@ void ClientSession::on_sync() {
         it = it->second->suspended ? std::next(it) : portals_.erase(it);
       }
     }
+    steps_.clear();  // answered: nothing of this batch may be emitted again
     return;
   }
   if (route.cache_ttl_ms && build_key) {
@@ -617,6 +633,7 @@ void ClientSession::on_sync() {
       out_ += *hit;
       pgwire::append_ready_for_query(out_, TransactionStatus::kIdle);
       if (auto* m = worker_.services().metrics) m->query_done("cache", started_, true);
+      steps_.clear();
       return;
     }
   } else {
@@ -651,13 +668,22 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
   auto self = shared_from_this();
   auto on_leased = [self, issue, pool, replica](Result<BackendPool::Lease> lease) {
     if (self->closing_ && !self->socket_.is_open()) {
+      // The client left while waiting: give the connection back and let the session go.
       if (lease) pool->release(std::move(*lease));
+      self->busy_ = false;
+      self->keep_alive_.reset();
       return;
     }
     if (!lease && replica) {
       // The replica refused: reads never fail for that, they go to the leader.
       BackendPool* leader = self->worker_.pool(*self->user_, false);
       leader->acquire([self, issue, leader](Result<BackendPool::Lease> second) {
+        if (self->closing_ && !self->socket_.is_open()) {
+          if (second) leader->release(std::move(*second));
+          self->busy_ = false;
+          self->keep_alive_.reset();
+          return;
+        }
         if (!second) {
           self->exchange_finished(second.error());
           return;
@@ -1034,7 +1060,17 @@ void ClientSession::exchange_finished(Status status) {
   }
   if (!status) {
     if (!failed_) {
-      emit_locals_until(server_steps_.empty() ? steps_.size() : server_steps_.front());
+      // Answers for the messages before the first one that needed the server, then the error.
+      size_t first_server = server_steps_.empty() ? steps_.size() : server_steps_.front();
+      for (size_t i = 0; i < first_server && server_steps_.empty(); ++i) {
+        const Step& st = steps_[i];
+        if (st.kind == StepKind::kPrepare || st.kind == StepKind::kDescribeStatement ||
+            st.kind == StepKind::kDescribePortal || st.kind == StepKind::kExecute) {
+          first_server = i;
+          break;
+        }
+      }
+      emit_locals_until(first_server);
       append_error(status.error().code == ErrorCode::kResourceExhausted ? "53300" : "08006",
                    status.error().message);
       if (auto* m = worker_.services().metrics) {
@@ -1044,11 +1080,17 @@ void ClientSession::exchange_finished(Status status) {
     failed_ = true;
     // Statements that never reached a server must not look prepared to the client.
     for (const auto& s : steps_) {
-      if (s.kind == StepKind::kPrepare && !s.implicit && !s.on_server) continue;
+      if (s.kind == StepKind::kPrepare && !s.implicit && !s.on_server) {
+        statements_.erase(s.statement_name);
+      }
     }
   }
   TransactionStatus txn = transaction_status();
   if (lease_ && (txn == TransactionStatus::kIdle || !lease_->usable())) {
+    // SET, PREPARE, LISTEN, ... inside the transaction changed the server session: no other
+    // client may inherit it, so the connection closes instead of going back to the pool.
+    if (dirty_) lease_->retire();
+    dirty_ = false;
     lease_pool_->release(std::move(lease_));
     lease_.reset();
     lease_pool_ = nullptr;

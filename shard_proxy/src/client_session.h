@@ -162,6 +162,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
 
   // Request state.
   bool busy_ = false;
+  bool dirty_ = false;  // the held server connection's session state was changed
   bool skip_until_sync_ = false;
   std::vector<BatchMessage> batch_;
   std::unordered_map<std::string, std::shared_ptr<const Statement>> statements_;

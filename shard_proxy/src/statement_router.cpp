@@ -1,5 +1,7 @@
 #include "shard_proxy/src/statement_router.h"
 
+#include <cctype>
+
 #include "common/sql/statement_classifier.h"
 #include "common/sql/statement_hints.h"
 
@@ -14,7 +16,12 @@ Result<StatementTraits> analyze_statement(std::string_view sql, const sql::Class
   t.cache_ttl_ms = h.cache_ttl_ms;
   if (t.cache_ttl_ms && *t.cache_ttl_ms == 0) t.cache_ttl_ms.reset();
   t.min_lsn = h.min_lsn.value_or(0);
-  auto c = classifier.classify(sql.substr(hinted->body_offset));
+  std::string_view body = sql.substr(hinted->body_offset);
+  t.copy = body.size() >= 4 && (body[0] == 'c' || body[0] == 'C') &&
+           (body[1] == 'o' || body[1] == 'O') && (body[2] == 'p' || body[2] == 'P') &&
+           (body[3] == 'y' || body[3] == 'Y') &&
+           (body.size() == 4 || !std::isalnum(static_cast<unsigned char>(body[4])));
+  auto c = classifier.classify(body);
   t.read_only = c.kind == sql::StatementKind::kRead;
   t.session_state = c.kind == sql::StatementKind::kSessionState;
   t.begins_transaction = c.kind == sql::StatementKind::kTransactionBegin;

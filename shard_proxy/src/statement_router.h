@@ -20,6 +20,7 @@ struct StatementTraits {
   bool session_state = false;       // SET, RESET, LISTEN, PREPARE, ...: leaks across clients
   bool begins_transaction = false;  // BEGIN / START TRANSACTION
   bool force_leader = false;        // hint route=leader
+  bool copy = false;                // COPY: its data stream is not relayed
   std::optional<uint32_t> cache_ttl_ms;
   uint64_t min_lsn = 0;  // 0: none
 };

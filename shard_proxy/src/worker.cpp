@@ -17,11 +17,11 @@ void Worker::refresh_targets() {
     if (user == nullptr) continue;
     pools.leader->set_target("leader " + targets_.leader,
                              services_.state->conninfo(targets_.leader, *user));
+    // A pool is never destroyed while the worker runs: sessions hold leases from it and wait in
+    // its queue. Without a replica, pool(..., true) simply stops handing it out.
     if (pools.replica && !targets_.replica.empty()) {
       pools.replica->set_target("replica " + targets_.replica,
                                 services_.state->conninfo(targets_.replica, *user));
-    } else {
-      pools.replica.reset();
     }
   }
 }

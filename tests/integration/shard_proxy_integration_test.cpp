@@ -458,6 +458,57 @@ TEST_F(ShardProxyTest, ClientHangingUpMidStatementLeavesTheProxyHealthy) {
   EXPECT_EQ(c.query("/*tally: route=leader*/ SELECT 6"), "6");
 }
 
+TEST_F(ShardProxyTest, CopyIsRefusedClearlyAndTheSessionGoesOn) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c.query("COPY (SELECT 1) TO STDOUT").substr(0, 11), "ERROR 0A000");
+  EXPECT_EQ(c.query_params("COPY (SELECT $1::int) TO STDOUT", {"1"}).substr(0, 11), "ERROR 0A000");
+  EXPECT_EQ(c.query("SELECT 3"), "3");
+}
+
+TEST_F(ShardProxyTest, SessionSettingsInsideATransactionDoNotReachOtherClients) {
+  PgClient c(proxy());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c.query("BEGIN"), "OK");
+  EXPECT_EQ(c.query("SET search_path TO pg_catalog, public"), "OK");
+  EXPECT_EQ(c.query("COMMIT"), "OK");
+  for (int i = 0; i < 10; ++i) {
+    PgClient other(proxy());
+    ASSERT_EQ(other.query("BEGIN"), "OK");
+    EXPECT_EQ(other.query("SHOW search_path").find("pg_catalog"), std::string::npos);
+    ASSERT_EQ(other.query("COMMIT"), "OK");
+  }
+}
+
+TEST_F(ShardProxyTest, ClientLeavingWhileWaitingForAConnectionIsForgotten) {
+  // The timeout proxy: one worker, two server connections, 300 ms wait.
+  std::vector<std::unique_ptr<PgClient>> holders;
+  for (int i = 0; i < 2; ++i) {
+    holders.push_back(std::make_unique<PgClient>(proxy_info(timeout_proxy_port_)));
+    ASSERT_EQ(holders.back()->query("BEGIN"), "OK");
+  }
+  for (int i = 0; i < 3; ++i) {
+    PGconn* w = PQconnectdb(proxy_info(timeout_proxy_port_).c_str());
+    ASSERT_EQ(PQstatus(w), CONNECTION_OK);
+    ASSERT_EQ(PQsendQuery(w, "SELECT 1"), 1);
+    PQfinish(w);  // gone while waiting for a server connection
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  for (auto& h : holders) EXPECT_EQ(h->query("COMMIT"), "OK");
+  holders.clear();
+  std::string clients;
+  for (int i = 0; i < 50; ++i) {
+    auto m = run({"curl", "-s", "http://127.0.0.1:" + std::to_string(base_ + 151) + "/metrics"});
+    auto pos = m.output.find("\ntally_shard_proxy_clients ");
+    clients = pos == std::string::npos
+                  ? "?"
+                  : m.output.substr(pos + 27, m.output.find('\n', pos + 1) - pos - 27);
+    if (clients == "0") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(clients, "0") << "sessions of departed clients were never freed";
+}
+
 TEST_F(ShardProxyTest, MetricsAndHealthEndpoints) {
   auto metrics = run(
       {"curl", "-s",
