@@ -33,15 +33,21 @@ using testing::run;
 
 class ShardProxyTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = std::make_unique<testing::TempDir>("tally-proxy");
-    base_ = testing::find_free_port_block(200);
+  // `tallyctl cluster up` on the suite's directory (creates it, or restarts what is down) and
+  // reloads cluster.json.
+  static void cluster_up() {
     auto up = run({project_binary("tallyctl"), "cluster", "up", "--dir", dir_->path().string(),
                    "--shards", "1", "--base-port", std::to_string(base_)});
     ASSERT_EQ(up.exit_code, 0) << up.output;
     auto m = read_manifest(dir_->path() / "cluster.json");
     ASSERT_TRUE(m.ok());
     manifest_ = *m;
+  }
+
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<testing::TempDir>("tally-proxy");
+    base_ = testing::find_free_port_block(200);
+    ASSERT_NO_FATAL_FAILURE(cluster_up());
     // A second proxy with a short statement timeout and a small pool, started by this test.
     const auto& admin = manifest_.users.at("admin");
     timeout_proxy_port_ = base_ + 150;
@@ -333,12 +339,7 @@ TEST_F(ShardProxyTest, ReplicaDownReadsGoToTheLeaderWithoutErrors) {
   EXPECT_EQ(errors, 0) << first_error;
   PgClient c(proxy());
   EXPECT_EQ(c.query("SELECT pg_is_in_recovery()"), "f");
-  auto up = run({project_binary("tallyctl"), "cluster", "up", "--dir", dir_->path().string(),
-                 "--shards", "1", "--base-port", std::to_string(base_)});
-  ASSERT_EQ(up.exit_code, 0) << up.output;
-  auto m = read_manifest(dir_->path() / "cluster.json");
-  ASSERT_TRUE(m.ok());
-  manifest_ = *m;
+  ASSERT_NO_FATAL_FAILURE(cluster_up());  // the restart path: starts the replica again
   EXPECT_TRUE(eventually("SELECT pg_is_in_recovery()", "t", 150)) << "reads never returned";
 }
 
