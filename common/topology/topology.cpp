@@ -48,7 +48,9 @@ Result<KeyspaceRecord> decode_keyspace(const std::string& json_text) {
 }
 
 std::string encode_shard(const ShardRecord& record) {
-  return json{{"leader", record.leader}, {"replica", record.replica}, {"state", record.state}}
+  return json{{"leader", record.leader}, {"replica", record.replica},
+              {"state", record.state},   {"sync", record.sync},
+              {"fenced", record.fenced}, {"state_since_ms", record.state_since_ms}}
       .dump();
 }
 
@@ -66,6 +68,81 @@ Result<ShardRecord> decode_shard(const std::string& range, const std::string& js
   if (j.contains("replica") && j["replica"].is_string())
     r.replica = j["replica"].get<std::string>();
   if (j.contains("state") && j["state"].is_string()) r.state = j["state"].get<std::string>();
+  if (j.contains("sync") && j["sync"].is_boolean()) r.sync = j["sync"].get<bool>();
+  if (j.contains("fenced") && j["fenced"].is_array()) {
+    for (const auto& f : j["fenced"]) {
+      if (!f.is_string()) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          where + ": 'fenced' must be a list of \"host:port\" strings");
+      }
+      r.fenced.push_back(f.get<std::string>());
+    }
+  }
+  if (j.contains("state_since_ms") && j["state_since_ms"].is_number_integer()) {
+    r.state_since_ms = j["state_since_ms"].get<int64_t>();
+  }
+  return r;
+}
+
+namespace {
+json node_report_json(const NodeHealthReport& n) {
+  return json{
+      {"address", n.address}, {"ok", n.ok}, {"in_recovery", n.in_recovery}, {"error", n.error}};
+}
+NodeHealthReport node_report_from(const json& j) {
+  NodeHealthReport n;
+  if (!j.is_object()) return n;
+  n.address = j.value("address", "");
+  n.ok = j.value("ok", false);
+  n.in_recovery = j.value("in_recovery", false);
+  n.error = j.value("error", "");
+  return n;
+}
+}  // namespace
+
+std::string encode_health(const HealthRecord& r) {
+  // leader_ok / replica_ok / replica_lag_ms at the top level: the design brief's suggested layout.
+  return json{{"leader_ok", r.leader.ok},
+              {"replica_ok", r.replica.ok},
+              {"replica_lag_ms", r.replica_lag_ms},
+              {"replica_lag_bytes", r.replica_lag_bytes},
+              {"replica_streaming", r.replica_streaming},
+              {"replica_sync", r.replica_sync},
+              {"leader", node_report_json(r.leader)},
+              {"replica", node_report_json(r.replica)},
+              {"fenced_running", r.fenced_running},
+              {"at", r.at_ms},
+              {"checked_by", r.checked_by}}
+      .dump();
+}
+
+Result<HealthRecord> decode_health(const std::string& range, const std::string& json_text) {
+  json j = json::parse(json_text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      topology_paths::health(range) + ": expected a JSON object");
+  }
+  HealthRecord r;
+  try {
+    if (j.contains("leader")) r.leader = node_report_from(j["leader"]);
+    if (j.contains("replica")) r.replica = node_report_from(j["replica"]);
+    r.leader.ok = j.value("leader_ok", r.leader.ok);
+    r.replica.ok = j.value("replica_ok", r.replica.ok);
+    r.replica_lag_ms = j.value("replica_lag_ms", int64_t{-1});
+    r.replica_lag_bytes = j.value("replica_lag_bytes", int64_t{-1});
+    r.replica_streaming = j.value("replica_streaming", false);
+    r.replica_sync = j.value("replica_sync", false);
+    if (j.contains("fenced_running") && j["fenced_running"].is_array()) {
+      for (const auto& f : j["fenced_running"]) {
+        if (f.is_string()) r.fenced_running.push_back(f.get<std::string>());
+      }
+    }
+    r.at_ms = j.value("at", int64_t{0});
+    r.checked_by = j.value("checked_by", "");
+  } catch (const json::exception& e) {
+    // value() throws on a type mismatch: a hand-edited or foreign node, never a crash.
+    return make_error(ErrorCode::kInvalidArgument, topology_paths::health(range) + ": " + e.what());
+  }
   return r;
 }
 

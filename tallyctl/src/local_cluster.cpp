@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "common/core/clock.h"
 #include "common/keyspace/shard_map.h"
 #include "common/migrations/migration_runner.h"
 #include "common/process/child_process.h"
@@ -25,7 +26,7 @@
 namespace tally {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 constexpr const char* kAdminUser = "tally";
 constexpr const char* kAnalystUser = "tally_analyst";
@@ -39,8 +40,8 @@ std::string random_password() {
   return out;
 }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+double seconds_since(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
 }
 
 std::string format_seconds(double s) {
@@ -147,7 +148,7 @@ class Launcher {
 
   // Starts one recorded process that is not running; records its PID.
   Status start(ManifestProcess& p) {
-    auto t0 = Clock::now();
+    auto t0 = SteadyClock::now();
     Result<pid_t> pid = make_error(ErrorCode::kInternal, "unknown role " + p.role);
     if (p.role == "zookeeper") {
       auto node = zookeeper_node(p);
@@ -177,8 +178,8 @@ class Launcher {
     spawn.run_as = run_as_;
     auto pid = spawn_daemon(spawn);
     if (!pid) return pid.error();
-    auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (Clock::now() < deadline) {
+    auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline) {
       if (http_get_status(p.ports.at("http"), "/healthz") == 200) return *pid;
       if (!process_alive(*pid)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -330,7 +331,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
   for (size_t i = 0; i < map->size(); ++i) {
     const int index = static_cast<int>(i);
     const std::string range = map->ranges()[i].name();
-    auto t0 = Clock::now();
+    auto t0 = SteadyClock::now();
 
     m.processes.push_back(
         pg_process(options.dir, index, range, /*leader=*/true, ports.pg_leader(index)));
@@ -378,7 +379,11 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
     if (auto st = launcher.start(m.processes.back()); !st) return st.error();
     progress << "  shard " << range << " ready in " << format_seconds(seconds_since(t0)) << "\n";
 
-    records.push_back({leader.address(), replica.address(), "serving"});
+    ShardRecord record;
+    record.leader = leader.address();
+    record.replica = replica.address();
+    record.state_since_ms = wall_clock_ms();
+    records.push_back(std::move(record));
     targets.push_back({range, admin_tally});
   }
 
@@ -462,7 +467,7 @@ LocalClusterOptions load_local_cluster_options(const std::filesystem::path& file
 }
 
 Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& given, std::ostream& progress) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   LocalClusterOptions options = given;
   if (options.bin_dir.empty()) {
     std::error_code ec;

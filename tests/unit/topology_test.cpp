@@ -15,12 +15,54 @@ TEST(TopologyTest, KeyspaceRoundTrip) {
 }
 
 TEST(TopologyTest, ShardRoundTrip) {
-  ShardRecord r{"127.0.0.1:5432", "127.0.0.1:5433", "serving"};
+  ShardRecord r;
+  r.leader = "127.0.0.1:5432";
+  r.replica = "127.0.0.1:5433";
   auto back = decode_shard("-80", encode_shard(r));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->leader, r.leader);
   EXPECT_EQ(back->replica, r.replica);
   EXPECT_EQ(back->state, "serving");
+}
+
+TEST(TopologyTest, ShardFailoverFieldsRoundTripAndOldNodesDecode) {
+  ShardRecord r{"127.0.0.1:5433", "", "failing_over", true, {"127.0.0.1:5432"}, 1700000000000};
+  auto back = decode_shard("-80", encode_shard(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->sync);
+  EXPECT_EQ(back->fenced, std::vector<std::string>{"127.0.0.1:5432"});
+  EXPECT_EQ(back->state_since_ms, 1700000000000);
+  // Nodes written before these fields existed: not synchronous (no failover), nothing fenced.
+  auto old = decode_shard("-80", R"({"leader":"a:1","replica":"b:2","state":"serving"})");
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->sync);
+  EXPECT_TRUE(old->fenced.empty());
+  EXPECT_FALSE(decode_shard("-80", R"({"leader":"a:1","fenced":[1]})").ok());
+}
+
+TEST(TopologyTest, HealthRoundTripAndBadTypes) {
+  HealthRecord h;
+  h.leader = {"127.0.0.1:1", true, false, ""};
+  h.replica = {"127.0.0.1:2", false, false, "connection refused"};
+  h.replica_lag_ms = 12;
+  h.replica_lag_bytes = 4096;
+  h.replica_streaming = true;
+  h.fenced_running = {"127.0.0.1:3"};
+  h.at_ms = 42;
+  h.checked_by = "cs1";
+  auto back = decode_health("-80", encode_health(h));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->leader.ok);
+  EXPECT_FALSE(back->replica.ok);
+  EXPECT_EQ(back->replica.error, "connection refused");
+  EXPECT_EQ(back->replica_lag_ms, 12);
+  EXPECT_EQ(back->replica_lag_bytes, 4096);
+  EXPECT_TRUE(back->replica_streaming);
+  EXPECT_EQ(back->fenced_running, h.fenced_running);
+  EXPECT_EQ(back->checked_by, "cs1");
+  auto bad = decode_health("-80", R"({"leader_ok":"yes"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("/tally/health/-80"), std::string::npos);
 }
 
 TEST(TopologyTest, DecodeErrorsNameThePath) {
