@@ -43,6 +43,11 @@ struct PortLayout {
   int pg_replica(int shard) const { return base + 11 + 2 * shard; }
   int shard_proxy_pg(int shard) const { return base + 100 + 10 * shard; }
   int shard_proxy_http(int shard) const { return base + 101 + 10 * shard; }
+  // Cluster-wide services below base+10 (docs/contracts.md, ports).
+  int cluster_proxy_http() const { return base + 1; }            // REST
+  int config_service_http(int i) const { return base + 2 + i; }  // i = 0, 1
+  int cluster_proxy_pg() const { return base + 4; }              // analyst SQL (wire protocol)
+  int processor_http() const { return base + 6; }                // ingest
   int base;
 };
 PortLayout port_layout(int base_port);
