@@ -14,6 +14,15 @@ bool is_true(const std::optional<std::string>& v) {
   return v && *v == "t";
 }
 
+// A decision's reason without its numbers: "down for 457 ms" and "down for 702 ms" are logged once.
+std::string reason_key(const std::string& reason) {
+  std::string key;
+  for (char c : reason) {
+    if (c < '0' || c > '9') key += c;
+  }
+  return key;
+}
+
 PolicyOptions policy_options(const ConfigServiceConfig& c) {
   PolicyOptions o;
   o.failover_after_ms = c.failover_after_ms;
@@ -275,8 +284,8 @@ void ShardSupervisor::round() {
     snapshot_.reason = action.reason;
   }
   if (action.kind == ActionKind::kNone) {
-    if (action.reason != last_reason_ && !action.reason.empty()) note(action.reason);
-    last_reason_ = action.reason;
+    if (reason_key(action.reason) != last_reason_ && !action.reason.empty()) note(action.reason);
+    last_reason_ = reason_key(action.reason);
     return;
   }
   last_reason_.clear();
