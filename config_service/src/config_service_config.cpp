@@ -13,8 +13,8 @@ ConfigServiceConfig from_root(ConfigSection root, const std::string& file) {
 
   auto zk = s.section("zookeeper");
   c.zk_hosts = zk.required_string("hosts", "a connect string like 127.0.0.1:2181");
-  c.zk_session_timeout_ms = static_cast<int>(
-      zk.optional_int("session_timeout_ms", c.zk_session_timeout_ms, 1000, 60000));
+  c.zk_session_timeout_ms =
+      static_cast<int>(zk.optional_int("session_timeout_ms", c.zk_session_timeout_ms, 1000, 60000));
   zk.finish();
 
   auto http = s.section("http");
@@ -26,8 +26,8 @@ ConfigServiceConfig from_root(ConfigSection root, const std::string& file) {
   c.pg_user = pg.required_string("user", "the cluster's admin (superuser) name");
   c.pg_password = pg.required_string("password", "the admin user's password");
   c.pg_database = pg.optional_string("database", c.pg_database, "a database name");
-  c.pg_connect_timeout_ms = static_cast<int>(
-      pg.optional_int("connect_timeout_ms", c.pg_connect_timeout_ms, 100, 60000));
+  c.pg_connect_timeout_ms =
+      static_cast<int>(pg.optional_int("connect_timeout_ms", c.pg_connect_timeout_ms, 100, 60000));
   pg.finish();
 
   if (auto health = s.optional_section("health")) {
@@ -38,10 +38,9 @@ ConfigServiceConfig from_root(ConfigSection root, const std::string& file) {
   if (auto f = s.optional_section("failover")) {
     c.failover_after_ms =
         static_cast<int>(f->optional_int("failover_after_ms", c.failover_after_ms, 0, 600000));
-    c.replica_unhealthy_after_ms = static_cast<int>(f->optional_int(
-        "replica_unhealthy_after_ms", c.replica_unhealthy_after_ms, 0, 600000));
-    c.pause_max_ms =
-        static_cast<int>(f->optional_int("pause_max_ms", c.pause_max_ms, 0, 3600000));
+    c.replica_unhealthy_after_ms = static_cast<int>(
+        f->optional_int("replica_unhealthy_after_ms", c.replica_unhealthy_after_ms, 0, 600000));
+    c.pause_max_ms = static_cast<int>(f->optional_int("pause_max_ms", c.pause_max_ms, 0, 3600000));
     c.promote_timeout_ms =
         static_cast<int>(f->optional_int("promote_timeout_ms", c.promote_timeout_ms, 1000, 600000));
     f->finish();

@@ -131,15 +131,14 @@ Action FailoverPolicy::decide(const ShardObservation& obs, const ShardRecord& re
 
   // 4. Synchronous replication, with the leader up.
   const bool names_set = obs.leader_sync_names == "*";
-  const bool unhealthy_long = replica_unhealthy_since_ >= 0 &&
-                              steady_ms - replica_unhealthy_since_ >=
-                                  options_.replica_unhealthy_after_ms;
+  const bool unhealthy_long =
+      replica_unhealthy_since_ >= 0 &&
+      steady_ms - replica_unhealthy_since_ >= options_.replica_unhealthy_after_ms;
   if (record.sync) {
     if (unhealthy_long) {
-      return act(ActionKind::kDowngradeSync, "replica unhealthy for " +
-                                                 std::to_string(steady_ms -
-                                                                replica_unhealthy_since_) +
-                                                 " ms");
+      return act(
+          ActionKind::kDowngradeSync,
+          "replica unhealthy for " + std::to_string(steady_ms - replica_unhealthy_since_) + " ms");
     }
     if (!names_set) {
       return act(ActionKind::kDowngradeSync,
@@ -149,6 +148,10 @@ Action FailoverPolicy::decide(const ShardObservation& obs, const ShardRecord& re
     return act(ActionKind::kNone, {});
   }
   if (!replica_ok) {
+    if (names_set && obs.replica.address.empty()) {
+      return act(ActionKind::kDowngradeSync,
+                 "no replica: clearing synchronous_standby_names so commits go on");
+    }
     if (names_set && unhealthy_long) {
       return act(ActionKind::kDowngradeSync,
                  "replica unhealthy: clearing synchronous_standby_names so commits go on");

@@ -28,8 +28,8 @@ struct FencedObservation {
 
 struct ShardObservation {
   NodeObservation leader;
-  std::string leader_sync_names;  // the leader's synchronous_standby_names (when reachable)
-  NodeObservation replica;        // address empty when the shard has none
+  std::string leader_sync_names;   // the leader's synchronous_standby_names (when reachable)
+  NodeObservation replica;         // address empty when the shard has none
   bool replica_streaming = false;  // the leader's pg_stat_replication has a streaming walsender
   bool replica_sync = false;       // ... whose sync_state is 'sync'
   int64_t lag_bytes = -1;          // -1: unknown

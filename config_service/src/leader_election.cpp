@@ -183,7 +183,8 @@ void LeaderElection::step() {
   std::string leader;
   if (auto node = zk_.get(dir + "/" + candidates.front())) {
     auto j = nlohmann::json::parse(node->data, nullptr, false);
-    if (j.is_object() && j.contains("id") && j["id"].is_string()) leader = j["id"].get<std::string>();
+    if (j.is_object() && j.contains("id") && j["id"].is_string())
+      leader = j["id"].get<std::string>();
   }
   std::lock_guard lock(mu_);
   leader_id_ = leader;

@@ -46,8 +46,8 @@ PgNodeClient::PgNodeClient(std::string address, const PgAccess& access)
     : address_(std::move(address)) {
   ping_info_ = pg_conninfo(address_, access);
   // The checks must never hang on a wedged node for longer than a round or two.
-  conninfo_ = ping_info_ + " options='-c statement_timeout=" +
-              std::to_string(access.statement_timeout_ms) + "'";
+  conninfo_ = ping_info_ +
+              " options='-c statement_timeout=" + std::to_string(access.statement_timeout_ms) + "'";
 }
 
 Status PgNodeClient::ping() {

@@ -55,8 +55,9 @@ ServiceCounters::ServiceCounters(MetricsRegistry& registry)
                                  "Failovers started (replica promotions attempted)")),
       sync_changes(registry.counter("config_service_sync_changes_total",
                                     "Synchronous replication enabled or downgraded")),
-      fence_actions(registry.counter("config_service_fence_actions_total",
-                                     "Fenced former leaders found running as primaries and fenced")),
+      fence_actions(
+          registry.counter("config_service_fence_actions_total",
+                           "Fenced former leaders found running as primaries and fenced")),
       health_rounds(registry.counter("config_service_health_rounds_total",
                                      "Health rounds run (over all shards) while leading")) {}
 
@@ -192,7 +193,8 @@ ShardObservation ShardSupervisor::observe(const ShardRecord& record) {
     rows.clear();
     f.node = probe(client(address), kFencedSql, &rows);
     if (f.node.reachable) {
-      f.already_fenced = rows[0][1].value_or("") == "on" && rows[0][2].value_or("") == "tally_fenced";
+      f.already_fenced =
+          rows[0][1].value_or("") == "on" && rows[0][2].value_or("") == "tally_fenced";
     }
     obs.fenced.push_back(std::move(f));
   }
@@ -240,7 +242,8 @@ void ShardSupervisor::publish(const ShardObservation& obs) {
   auto st = zk_.set(path, data, -1);
   if (!st && st.error().code == ErrorCode::kNotFound) {
     auto created = zk_.create(path, data);
-    if (!created && created.error().code == ErrorCode::kAlreadyExists) (void)zk_.set(path, data, -1);
+    if (!created && created.error().code == ErrorCode::kAlreadyExists)
+      (void)zk_.set(path, data, -1);
   }
   counters_.health_rounds.inc();
 }
@@ -258,8 +261,7 @@ void ShardSupervisor::round() {
     return;
   }
   if (!was_leader_) {
-    note("leading: checking the shard every " + std::to_string(config_.health_interval_ms) +
-         " ms");
+    note("leading: checking the shard every " + std::to_string(config_.health_interval_ms) + " ms");
     was_leader_ = true;
   }
   auto node = zk_.get(path_);
@@ -432,6 +434,15 @@ bool ShardSupervisor::finish_failover(ShardRecord record, int32_t version) {
   if (!cas(next, version, "failover: record the new roles")) return false;
   note("failover done: leader " + next.leader + ", old leader " + old_leader + " fenced");
   policy_.reset();
+  // It has no standby now: a synchronous_standby_names it kept from an earlier term as leader
+  // would hold every commit. Best effort; the policy clears it later otherwise.
+  if (election_.is_leader()) {
+    PgNodeClient& leader = client(next.leader);
+    auto st = leader.exec("ALTER SYSTEM SET synchronous_standby_names = ''");
+    if (st) st = leader.exec("SELECT pg_reload_conf()");
+    if (!st)
+      note("clearing synchronous_standby_names on " + next.leader + ": " + st.error().message);
+  }
   return true;
 }
 

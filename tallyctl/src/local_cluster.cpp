@@ -288,17 +288,24 @@ Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& rec
 Status write_config_service_config(const ManifestProcess& p, const ClusterManifest& m,
                                    const std::optional<SystemUser>& run_as) {
   const auto& admin = m.users.at("admin");
-  std::string text = "# Written by tallyctl cluster up for this cluster.\n"
-                     "config_service:\n"
-                     "  id: " + p.name + "\n"
-                     "  zookeeper: {hosts: \"" + m.zookeeper + "\", session_timeout_ms: 4000}\n"
-                     "  http: {listen_address: 127.0.0.1, port: " +
-                     std::to_string(p.ports.at("http")) + "}\n"
-                     "  postgres: {user: \"" + admin.name + "\", password: \"" + admin.password +
-                     "\", database: " + m.database + ", connect_timeout_ms: 2000}\n"
-                     "  health: {interval_ms: 250}\n"
-                     "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
-                     "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "config_service:\n"
+      "  id: " +
+      p.name +
+      "\n"
+      "  zookeeper: {hosts: \"" +
+      m.zookeeper +
+      "\", session_timeout_ms: 4000}\n"
+      "  http: {listen_address: 127.0.0.1, port: " +
+      std::to_string(p.ports.at("http")) +
+      "}\n"
+      "  postgres: {user: \"" +
+      admin.name + "\", password: \"" + admin.password + "\", database: " + m.database +
+      ", connect_timeout_ms: 2000}\n"
+      "  health: {interval_ms: 250}\n"
+      "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
+      "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
   int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
   bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());

@@ -27,6 +27,7 @@
 #include "tallyctl/src/http_probe.h"
 #include "tests/support/pg_client.h"
 #include "tests/support/test_env.h"
+#include "tests/support/write_loop.h"
 
 namespace tally {
 namespace {
@@ -34,6 +35,7 @@ namespace {
 using testing::PgClient;
 using testing::project_binary;
 using testing::run;
+using testing::WriteLoop;
 using Steady = std::chrono::steady_clock;
 
 constexpr const char* kShard = "-";
@@ -41,103 +43,6 @@ constexpr const char* kShard = "-";
 double seconds_between(Steady::time_point a, Steady::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
-
-// A bounded write loop through the shard proxy: INSERTs increasing ids, remembers every id whose
-// INSERT was acknowledged and when each attempt started and ended.
-class WriteLoop {
- public:
-  explicit WriteLoop(std::string conninfo) : conninfo_(std::move(conninfo)) {
-    thread_ = std::thread([this] { run(); });
-  }
-  ~WriteLoop() { stop(); }
-  void stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  std::vector<int64_t> acked() const {
-    std::lock_guard lock(mu_);
-    return acked_;
-  }
-  size_t acked_count() const {
-    std::lock_guard lock(mu_);
-    return acked_.size();
-  }
-  // The end of the first acknowledged write that started at or after `t`.
-  std::optional<Steady::time_point> first_ok_started_after(Steady::time_point t) const {
-    std::lock_guard lock(mu_);
-    for (const auto& a : attempts_) {
-      if (a.ok && a.start >= t) return a.end;
-    }
-    return std::nullopt;
-  }
-  // The longest time between two acknowledgements after `t` (or from `t` to the first one).
-  double longest_gap_after(Steady::time_point t) const {
-    std::lock_guard lock(mu_);
-    double worst = 0;
-    Steady::time_point last = t;
-    for (const auto& a : attempts_) {
-      if (!a.ok || a.end < t) continue;
-      worst = std::max(worst, seconds_between(last, a.end));
-      last = a.end;
-    }
-    return worst;
-  }
-  std::string last_error() const {
-    std::lock_guard lock(mu_);
-    return last_error_;
-  }
-
- private:
-  struct Attempt {
-    Steady::time_point start, end;
-    bool ok;
-  };
-  void run() {
-    std::unique_ptr<PgClient> c;
-    int64_t next = 1;
-    while (!stop_) {
-      if (!c || !c->ok()) {
-        c = std::make_unique<PgClient>(conninfo_);
-        if (!c->ok()) {
-          {
-            std::lock_guard lock(mu_);
-            last_error_ = c->error();
-          }
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
-          continue;
-        }
-      }
-      int64_t id = next++;
-      auto start = Steady::now();
-      std::string r = c->query("INSERT INTO cs_writes (id) VALUES (" + std::to_string(id) + ")");
-      auto end = Steady::now();
-      bool ok = r == "OK";
-      {
-        std::lock_guard lock(mu_);
-        attempts_.push_back({start, end, ok});
-        if (ok) {
-          acked_.push_back(id);
-        } else {
-          last_error_ = r;
-        }
-      }
-      if (!ok) {
-        c.reset();  // whatever broke, start over on a fresh connection
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    }
-  }
-
-  std::string conninfo_;
-  std::atomic<bool> stop_{false};
-  mutable std::mutex mu_;
-  std::vector<int64_t> acked_;
-  std::vector<Attempt> attempts_;
-  std::string last_error_;
-  std::thread thread_;
-};
 
 class ConfigServiceTest : public ::testing::Test {
  protected:
@@ -414,8 +319,8 @@ TEST_F(ConfigServiceTest, D_ReplicaDeathDowngradesAndItsReturnRestoresSync) {
       << "sync not downgraded after the replica died";
   double downgraded = seconds_between(t_kill, Steady::now());
   size_t before = writes.acked_count();
-  ASSERT_TRUE(wait_for([&] { return writes.acked_count() > before + 20; },
-                       std::chrono::seconds(10)))
+  ASSERT_TRUE(
+      wait_for([&] { return writes.acked_count() > before + 20; }, std::chrono::seconds(10)))
       << "writes did not continue: " << writes.last_error();
   double gap = writes.longest_gap_after(t_kill);
   std::printf("MEASURED replica death: sync:false after %.2f s, longest write pause %.2f s\n",
@@ -450,8 +355,8 @@ TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
               unavailable);
   EXPECT_LT(unavailable, 10.0);
   size_t after = writes.acked_count();
-  ASSERT_TRUE(wait_for([&] { return writes.acked_count() > after + 20; },
-                       std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      wait_for([&] { return writes.acked_count() > after + 20; }, std::chrono::seconds(10)));
   writes.stop();
 
   ShardRecord now = record();
@@ -472,7 +377,8 @@ TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
                                                     &PQclear);
   ASSERT_EQ(PQresultStatus(res.get()), PGRES_TUPLES_OK);
   std::set<int64_t> present;
-  for (int i = 0; i < PQntuples(res.get()); ++i) present.insert(std::atoll(PQgetvalue(res.get(), i, 0)));
+  for (int i = 0; i < PQntuples(res.get()); ++i)
+    present.insert(std::atoll(PQgetvalue(res.get(), i, 0)));
   size_t lost = 0;
   for (int64_t id : acked) lost += present.count(id) == 0 ? 1 : 0;
   std::printf("MEASURED failover: %zu acknowledged writes, %zu lost\n", acked.size(), lost);

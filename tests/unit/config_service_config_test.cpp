@@ -52,8 +52,7 @@ TEST(ConfigServiceConfigTest, EveryKey) {
 
 TEST(ConfigServiceConfigTest, ErrorsNameTheKey) {
   try {
-    parse_config_service_config(std::string(kMinimal) + "  health: {interval_ms: -5}\n",
-                                "cs.yaml");
+    parse_config_service_config(std::string(kMinimal) + "  health: {interval_ms: -5}\n", "cs.yaml");
     FAIL() << "accepted a negative interval";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("interval_ms"), std::string::npos) << e.what();

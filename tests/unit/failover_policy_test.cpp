@@ -181,6 +181,19 @@ TEST_F(FailoverPolicyTest, EnableThenConfirm) {
   EXPECT_EQ(decide(o).kind, ActionKind::kNone);
 }
 
+TEST_F(FailoverPolicyTest, WithoutAReplicaTheSettingIsClearedAtOnce) {
+  // After a failover the new leader has no standby: a leftover '*' would hold every commit.
+  record_.sync = false;
+  record_.replica.clear();
+  ShardObservation o = healthy();
+  o.replica = {};
+  o.replica_streaming = false;
+  o.replica_sync = false;
+  EXPECT_EQ(decide(o).kind, ActionKind::kDowngradeSync);
+  o.leader_sync_names = "";
+  EXPECT_EQ(decide(o).kind, ActionKind::kNone);
+}
+
 TEST_F(FailoverPolicyTest, NoEnableWhenTheReplicaIsNotStreaming) {
   record_.sync = false;
   ShardObservation o = healthy();

@@ -97,7 +97,8 @@ class FakeZk final : public ZkClient {
     std::lock_guard lock(server_.mu);
     auto it = server_.nodes.find(path);
     if (it == server_.nodes.end()) return make_error(ErrorCode::kNotFound, path);
-    if (version >= 0 && version != it->second.version) return make_error(ErrorCode::kConflict, path);
+    if (version >= 0 && version != it->second.version)
+      return make_error(ErrorCode::kConflict, path);
     it->second.data = data;
     ++it->second.version;
     return ok_status();
