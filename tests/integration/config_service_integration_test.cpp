@@ -342,7 +342,7 @@ TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
   ShardRecord before = record();
   const ManifestProcess* old_leader = pg_at(before.leader);
   ASSERT_NE(old_leader, nullptr);
-  WriteLoop writes(proxy());
+  WriteLoop writes(proxy(), "cs_writes", 1000000);  // ids apart from the replica scenario's
   ASSERT_TRUE(wait_for([&] { return writes.acked_count() > 50; }, std::chrono::seconds(10)))
       << writes.last_error();
   auto t_kill = Steady::now();

@@ -7,8 +7,8 @@
 
 namespace tally::testing {
 
-WriteLoop::WriteLoop(std::string conninfo, std::string table)
-    : conninfo_(std::move(conninfo)), table_(std::move(table)) {
+WriteLoop::WriteLoop(std::string conninfo, std::string table, int64_t first_id)
+    : conninfo_(std::move(conninfo)), table_(std::move(table)), first_id_(first_id) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -59,7 +59,7 @@ std::string WriteLoop::last_error() const {
 
 void WriteLoop::run() {
   std::unique_ptr<PgClient> c;
-  int64_t next = 1;
+  int64_t next = first_id_;
   while (!stop_) {
     if (!c || !c->ok()) {
       c = std::make_unique<PgClient>(conninfo_);

@@ -19,7 +19,8 @@ class WriteLoop {
  public:
   using Clock = std::chrono::steady_clock;
 
-  WriteLoop(std::string conninfo, std::string table = "cs_writes");
+  // Ids start at `first_id`: loops sharing a table use disjoint ranges.
+  WriteLoop(std::string conninfo, std::string table = "cs_writes", int64_t first_id = 1);
   ~WriteLoop();
   WriteLoop(const WriteLoop&) = delete;
   WriteLoop& operator=(const WriteLoop&) = delete;
@@ -42,6 +43,7 @@ class WriteLoop {
 
   std::string conninfo_;
   std::string table_;
+  int64_t first_id_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;
   std::vector<int64_t> acked_;
