@@ -158,6 +158,8 @@ class Launcher {
       pid = node.start(credentials_of(manifest_));
     } else if (p.role == "shard_proxy") {
       pid = start_service(p, "shard_proxy");
+    } else if (p.role == "config_service") {
+      pid = start_service(p, "config_service");
     }
     if (!pid) {
       return make_error(pid.error().code, "starting " + p.name + " failed (log: " + p.log + "):\n" +
@@ -278,6 +280,102 @@ Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& rec
   close(fd);
   if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
   return ok_status();
+}
+
+// config_service (contract 8): two instances, cs1 and cs2, one leads. Their YAML
+// (config/config-service.example.yaml documents every key) holds the admin password, so it is
+// readable by the service account only.
+Status write_config_service_config(const ManifestProcess& p, const ClusterManifest& m,
+                                   const std::optional<SystemUser>& run_as) {
+  const auto& admin = m.users.at("admin");
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "config_service:\n"
+      "  id: " +
+      p.name +
+      "\n"
+      "  zookeeper: {hosts: \"" +
+      m.zookeeper +
+      "\", session_timeout_ms: 4000}\n"
+      "  http: {listen_address: 127.0.0.1, port: " +
+      std::to_string(p.ports.at("http")) +
+      "}\n"
+      "  postgres: {user: \"" +
+      admin.name + "\", password: \"" + admin.password + "\", database: " + m.database +
+      ", connect_timeout_ms: 2000}\n"
+      "  health: {interval_ms: 250}\n"
+      "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
+      "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
+  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
+  close(fd);
+  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  return ok_status();
+}
+
+// Adds and starts cs1 and cs2 (after the shard proxies: they manage what the proxies serve).
+Status start_config_services(ClusterManifest& m, Launcher& launcher,
+                             const LocalClusterOptions& options,
+                             const std::optional<SystemUser>& run_as) {
+  PortLayout ports = port_layout(options.base_port);
+  auto dir = options.dir / "config_service";
+  std::filesystem::create_directories(dir);
+  if (auto st = chown_path(dir, run_as); !st) return st;
+  for (int i = 0; i < 2; ++i) {
+    ManifestProcess p;
+    p.name = "cs" + std::to_string(i + 1);
+    p.role = "config_service";
+    p.ports["http"] = ports.config_service_http(i);
+    p.config = (dir / (p.name + ".yaml")).string();
+    p.log = (dir / (p.name + ".log")).string();
+    if (auto st = write_config_service_config(p, m, run_as); !st) return st;
+    m.processes.push_back(p);
+    if (auto st = launcher.start(m.processes.back()); !st) return st;
+  }
+  return ok_status();
+}
+
+// Waits (bounded) until every shard with a replica has sync: true in ZooKeeper, i.e. the leading
+// config_service confirmed synchronous replication. Not confirmed in time is a warning only.
+void wait_for_sync(const ClusterManifest& m, std::ostream& progress,
+                   std::chrono::seconds limit = std::chrono::seconds(20)) {
+  if (m.with_role("config_service").empty()) return;
+  ZkOptions zk_options;
+  zk_options.hosts = m.zookeeper;
+  zk_options.connect_timeout = std::chrono::seconds(5);
+  auto zk = ZkClient::connect(zk_options);
+  if (!zk) {
+    progress << "  warning: cannot check synchronous replication: " << zk.error().message << "\n";
+    return;
+  }
+  auto t0 = SteadyClock::now();
+  std::vector<std::string> pending;
+  while (true) {
+    pending.clear();
+    auto snap = read_topology(**zk);
+    if (!snap) {
+      pending.push_back(snap.error().message);
+    } else {
+      for (const auto& s : snap->shards) {
+        if (!s.record.replica.empty() && !s.record.sync) pending.push_back(s.range.name());
+      }
+    }
+    if (pending.empty() || SteadyClock::now() - t0 > limit) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (pending.empty()) {
+    progress << "  synchronous replication confirmed on every shard with a replica ("
+             << format_seconds(seconds_since(t0)) << ")\n";
+    return;
+  }
+  std::string names;
+  for (const auto& n : pending) names += (names.empty() ? "" : ", ") + n;
+  progress << "  warning: synchronous replication not confirmed after "
+           << format_seconds(seconds_since(t0)) << " for: " << names
+           << " (no automatic failover for those shards until it is; see the config_service "
+              "logs)\n";
 }
 
 // Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
@@ -414,6 +512,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
     m.processes.push_back(p);
     if (auto st = launcher.start(m.processes.back()); !st) return st.error();
   }
+  if (auto st = start_config_services(m, launcher, options, run_as); !st) return st.error();
   return m;
 }
 
@@ -505,6 +604,7 @@ Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& given, std::
     }
     progress << "  " << started << " started, " << m->processes.size() - started
              << " already running (" << format_seconds(seconds_since(t0)) << ")\n";
+    wait_for_sync(*m, progress);
     return m;
   }
 
@@ -525,6 +625,7 @@ Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& given, std::
                                                 "are under " +
                                                 options.dir.string() + ")");
   }
+  wait_for_sync(*created, progress);
   progress << "cluster up in " << format_seconds(seconds_since(t0)) << "\n";
   return created;
 }
@@ -549,7 +650,7 @@ Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::p
     if (p.role == "zookeeper") {
       h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
       h.detail = h.responding ? "imok" : "no answer to ruok";
-    } else if (p.role == "shard_proxy") {
+    } else if (p.role == "shard_proxy" || p.role == "config_service") {
       int code = http_get_status(p.ports.at("http"), "/readyz");
       h.responding = code == 200;
       h.detail = code == 200 ? "ready"

@@ -1,0 +1,58 @@
+// PgNodeClient: one blocking libpq connection from a supervisor thread to one PostgreSQL node, as
+// the cluster's admin superuser. probe() checks the postmaster with PQping first (backends of a
+// kill -9'd postmaster keep answering on existing connections for a second or more, so a cached
+// connection alone is no proof of life), then queries on the cached connection, reconnecting once
+// when it broke. Only ever used by the thread that owns it; never on an io thread.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/core/result.h"
+
+namespace tally::config_service {
+
+struct PgAccess {
+  std::string user;
+  std::string password;
+  std::string database = "tally";
+  int connect_timeout_ms = 2000;
+  int statement_timeout_ms = 2000;
+};
+
+// libpq conninfo for `address` ("host:port").
+std::string pg_conninfo(const std::string& address, const PgAccess& access);
+
+// "16/B374D848" -> 0x16B374D848; 0 for anything else (NULL, empty).
+uint64_t parse_lsn(const char* text);
+
+class PgNodeClient {
+ public:
+  using Row = std::vector<std::optional<std::string>>;
+
+  PgNodeClient(std::string address, const PgAccess& access);
+
+  const std::string& address() const { return address_; }
+  // PQping: the postmaster accepts connections right now.
+  Status ping();
+  // The rows of `sql` (one statement) on the cached connection, connecting first when needed.
+  // A broken connection is dropped, so the next call reconnects.
+  Result<std::vector<Row>> query(const std::string& sql);
+  // A command (ALTER SYSTEM, ...): ok or the server's error.
+  Status exec(const std::string& sql);
+  void disconnect() { conn_.reset(); }
+
+ private:
+  Result<PGconn*> connection();
+
+  std::string address_;
+  std::string conninfo_;
+  std::string ping_info_;
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn_{nullptr, &PQfinish};
+};
+
+}  // namespace tally::config_service
