@@ -1,5 +1,6 @@
 #include "tallyctl/src/shard_operations.h"
 
+#include <errno.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -224,6 +225,13 @@ Status stop_node(const PostgresNode& node, ManifestProcess& p) {
     if (!process_matches(pid, p.data_dir)) continue;
     if (auto st = node.stop(pid, std::chrono::seconds(60)); !st) return st;
   }
+  // A postmaster killed with SIGKILL can linger as a zombie until its adopter reaps it, and
+  // PostgreSQL (pg_rewind's single-user crash recovery included) refuses to start while the PID
+  // in postmaster.pid exists at all.
+  if (auto pid = node.postmaster_pid()) {
+    wait_until(std::chrono::seconds(10), milliseconds(50),
+               [&] { return kill(*pid, 0) != 0 && errno == ESRCH; });
+  }
   return ok_status();
 }
 
@@ -288,6 +296,11 @@ Result<SwitchoverOutcome> switchover_shard(const SwitchoverOptions& options,
       return make_error(ErrorCode::kConflict, "leader " + before.leader +
                                                   " lists no streaming replica; a switchover "
                                                   "needs one");
+    }
+    // A checkpoint now leaves the shutdown checkpoint little to write: a shorter pause.
+    if (auto st = on_leader->exec("CHECKPOINT"); !st) {
+      return make_error(st.error().code,
+                        "CHECKPOINT on leader " + before.leader + ": " + st.error().message);
     }
   }
 
@@ -573,8 +586,8 @@ Result<RejoinOutcome> rejoin_shard_node(const RejoinOptions& options, std::ostre
     // crash recovery waits for them.
     progress << "  pg_rewind attempt " << attempt << " failed ("
              << rewound.error().message.substr(0, rewound.error().message.find('\n'))
-             << "); retrying in 2 s\n";
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+             << "); retrying in 1 s\n";
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     rewound = target.rewind_from(leader, ctx.credentials());
   }
   if (rewound) {

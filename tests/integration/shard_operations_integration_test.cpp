@@ -214,6 +214,7 @@ TEST_F(ShardOperationsTest, SwitchoverUnderWritesLosesNothingAndSwitchesBack) {
         "through the proxy %lld ms, %zu writes acknowledged\n",
         round + 1, static_cast<long long>(pause), static_cast<long long>(writes.slowest().count()),
         writes.acked().size());
+    std::printf("%s", so.output.c_str());
     EXPECT_GT(pause, 0) << so.output;
     EXPECT_LT(pause, 5000) << so.output;
 
