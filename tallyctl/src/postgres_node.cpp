@@ -237,9 +237,15 @@ Status PostgresNode::configure_standby(const PostgresNode& leader,
       auto start = line.find_first_not_of(" \t");
       std::string_view body =
           start == std::string::npos ? std::string_view() : std::string_view(line).substr(start);
-      if (body.rfind("primary_conninfo", 0) == 0 || body.rfind("primary_slot_name", 0) == 0) {
-        continue;
+      // Also dropped: a leader's synchronous replication and config_service's fencing, copied
+      // from a former life or by pg_rewind. A standby ignores them, but one promoted later would
+      // wait for a standby it does not have, or refuse writes; whoever promotes it sets them.
+      bool replaced = false;
+      for (const char* key : {"primary_conninfo", "primary_slot_name", "synchronous_standby_names",
+                              "default_transaction_read_only"}) {
+        replaced = replaced || body.rfind(key, 0) == 0;
       }
+      if (replaced) continue;
       kept.push_back(line);
     }
   }

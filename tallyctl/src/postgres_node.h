@@ -64,7 +64,8 @@ class PostgresNode {
   // Failover operations (tallyctl shard switchover / rejoin); the node must be stopped.
   // Makes the node a standby of `leader` streaming through replication slot `slot`: standby.signal,
   // and primary_conninfo (the replication user) and primary_slot_name in postgresql.auto.conf,
-  // replacing earlier values (a promoted node keeps its old ones, ignored without standby.signal).
+  // replacing earlier values (a promoted node keeps its old ones, ignored without standby.signal);
+  // synchronous_standby_names and default_transaction_read_only (fencing) are removed there.
   Status configure_standby(const PostgresNode& leader, const PostgresCredentials& credentials,
                            const std::string& slot) const;
   // pg_rewind from the running `source` (PostgreSQL 15 first runs crash recovery in single-user

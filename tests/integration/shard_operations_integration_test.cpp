@@ -322,6 +322,11 @@ TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
                     ", 'after failover')"),
             "OK");
 
+  // As config_service would once the new leader has a replica again: synchronous replication in
+  // its postgresql.auto.conf (not reloaded here). pg_rewind copies that file to the old leader,
+  // which must not start with it (a later promotion would wait for a standby it lacks).
+  ASSERT_EQ(r.query("ALTER SYSTEM SET synchronous_standby_names = '*'"), "OK");
+
   // cluster up starts nothing fenced, and says how to rejoin.
   ASSERT_NO_FATAL_FAILURE(cluster_up());
   EXPECT_NE(last_up_output_.find("fenced after failover: run tallyctl shard rejoin - --dir"),
@@ -351,6 +356,8 @@ TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
   EXPECT_EQ(rejoined.query("SELECT status || ' ' || sender_port FROM pg_stat_wal_receiver"),
             "streaming " + before.replica.substr(before.replica.rfind(':') + 1));
   EXPECT_EQ(r.query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"), "1");
+  EXPECT_EQ(rejoined.query("SHOW synchronous_standby_names"), "");
+  ASSERT_EQ(r.query("ALTER SYSTEM RESET synchronous_standby_names"), "OK");
   // The rewound node follows the new leader's history: its divergent write is gone.
   EXPECT_EQ(rejoined.query("SELECT count(*) FROM ops_probe WHERE tag = 'diverged'"), "0");
   EXPECT_EQ(rejoined.query("SELECT count(*) FROM ops_probe WHERE tag = 'after failover'"), "1");
