@@ -383,5 +383,47 @@ TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
   EXPECT_EQ(record().leader, before.leader);
 }
 
+TEST_F(ShardOperationsTest, TopologyShowReportsHealthAndItsAge) {
+  ShardRecord r = record();
+  auto show = tallyctl({"topology", "show"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("health   unknown (no health record"), std::string::npos)
+      << show.output;
+
+  // A health record as the leading config_service writes it.
+  HealthRecord h;
+  h.leader.address = r.leader;
+  h.leader.ok = true;
+  h.replica.address = r.replica;
+  h.replica.ok = true;
+  h.replica.in_recovery = true;
+  h.replica_streaming = true;
+  h.replica_lag_ms = 12;
+  h.replica_lag_bytes = 3456;
+  h.at_ms = wall_clock_ms();
+  h.checked_by = "cs-test";
+  const std::string path = topology_paths::health("-");
+  ASSERT_TRUE(zk_->ensure_path(path).ok());
+  ASSERT_TRUE(zk_->set(path, encode_health(h), -1).ok());
+  show = tallyctl({"topology", "show"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  std::printf("%s", show.output.c_str());
+  for (const char* want :
+       {"checked ", "by cs-test", "leader_ok   ok (primary)", "replica_ok  ok (standby)",
+        "streaming   yes", "lag         12 ms, 3456 bytes"}) {
+    EXPECT_NE(show.output.find(want), std::string::npos) << want << "\n" << show.output;
+  }
+  // Older than the bound: unknown, with its age.
+  h.at_ms = wall_clock_ms() - 60000;
+  h.leader.ok = false;
+  ASSERT_TRUE(zk_->set(path, encode_health(h), -1).ok());
+  show = tallyctl({"topology", "show", "--health-stale-ms", "2000"});
+  EXPECT_NE(show.output.find("health   unknown (last record 60 s ago by cs-test"),
+            std::string::npos)
+      << show.output;
+  EXPECT_EQ(show.output.find("leader_ok"), std::string::npos) << show.output;
+  ASSERT_TRUE(zk_->remove(path).ok());
+}
+
 }  // namespace
 }  // namespace tally
