@@ -192,7 +192,10 @@ int topology_show(const Args& a, std::ostream& out, std::ostream& err) {
   // (contract 8: three rounds; its default round is 250 ms, with margin for a slow machine).
   int64_t stale_ms = 5000;
   if (auto v = int_flag(a, "health-stale-ms", err)) {
-    if (*v < 1) return 2;
+    if (*v < 1) {
+      if (*v == 0) err << "tallyctl: --health-stale-ms expects a positive number of ms, got '0'\n";
+      return 2;
+    }
     stale_ms = *v;
   }
   auto zk = zk_for(*m);
@@ -279,7 +282,13 @@ int shard_switchover(const Args& a, std::ostream& out, std::ostream& err) {
   SwitchoverOptions o;
   if (!shard_operation_options(a, o.shard, err)) return 2;
   if (auto v = int_flag(a, "drain-timeout-ms", err)) {
-    if (*v < 0) return 2;
+    if (*v < 0) {
+      // int_flag said why when it was not a number; a negative one gets its own message.
+      if (a.flags.at("drain-timeout-ms").find_first_not_of("-0123456789") == std::string::npos)
+        err << "tallyctl: --drain-timeout-ms expects 0 or more ms, got '"
+            << a.flags.at("drain-timeout-ms") << "'\n";
+      return 2;
+    }
     o.drain_timeout = std::chrono::milliseconds(*v);
   }
   out << "switchover of shard " << o.shard.range << "\n";
