@@ -36,7 +36,7 @@ std::string_view field(const PGresult* r, int code) {
 }  // namespace
 
 ClientSession::ClientSession(Worker& worker, asio::ip::tcp::socket socket)
-    : worker_(worker), socket_(std::move(socket)) {}
+    : worker_(worker), socket_(std::move(socket)), hold_timer_(worker.io()) {}
 
 ClientSession::~ClientSession() {
   if (tracking_id_ != 0) worker_.untrack_session(tracking_id_);
@@ -656,6 +656,22 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
   cache_ttl_ms_ = route.cache_ttl_ms;
   if (lease_) {
     on_replica_ = false;
+    if (lease_->node() != "leader " + worker_.leader_address()) {
+      // The leader changed (failover, switchover) during this transaction: it must not go on, let
+      // alone commit, on the old leader. Closing the connection rolls it back there.
+      std::string node = lease_->node();
+      lease_->retire();
+      lease_pool_->release(std::move(lease_));
+      lease_.reset();
+      lease_pool_ = nullptr;
+      failure_sqlstate_ = "57P01";
+      exchange_finished(make_error(
+          ErrorCode::kUnavailable,
+          "the leader of shard " + worker_.state().config().shard + " changed to " +
+              worker_.leader_address() + " during this transaction; it was rolled back on " +
+              node.substr(node.find(' ') + 1) + ". Retry the transaction"));
+      return;
+    }
     issue(lease_);
     return;
   }
@@ -663,10 +679,14 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
   BackendPool* pool = replica ? worker_.pool(*user_, true) : nullptr;
   if (pool == nullptr) {
     replica = false;
+    if (worker_.state().leader_paused()) {
+      hold_for_leader(std::move(route), std::move(issue));
+      return;
+    }
     pool = worker_.pool(*user_, false);
   }
   auto self = shared_from_this();
-  auto on_leased = [self, issue, pool, replica](Result<BackendPool::Lease> lease) {
+  auto on_leased = [self, issue, pool, replica, route](Result<BackendPool::Lease> lease) {
     if (self->closing_ && !self->socket_.is_open()) {
       // The client left while waiting: give the connection back and let the session go.
       if (lease) pool->release(std::move(*lease));
@@ -675,24 +695,11 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
       return;
     }
     if (!lease && replica) {
-      // The replica refused: reads never fail for that, they go to the leader.
-      BackendPool* leader = self->worker_.pool(*self->user_, false);
-      leader->acquire([self, issue, leader](Result<BackendPool::Lease> second) {
-        if (self->closing_ && !self->socket_.is_open()) {
-          if (second) leader->release(std::move(*second));
-          self->busy_ = false;
-          self->keep_alive_.reset();
-          return;
-        }
-        if (!second) {
-          self->exchange_finished(second.error());
-          return;
-        }
-        self->lease_ = std::move(*second);
-        self->lease_pool_ = leader;
-        self->on_replica_ = false;
-        issue(self->lease_);
-      });
+      // The replica refused: reads never fail for that, they go to the leader (held while the
+      // shard is paused, like any leader work).
+      Route leader_route = route;
+      leader_route.want_replica = false;
+      self->run_on_server(leader_route, issue);
       return;
     }
     if (!lease) {
@@ -705,6 +712,35 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
     issue(self->lease_);
   };
   pool->acquire(std::move(on_leased));
+}
+
+void ClientSession::hold_for_leader(Route route, std::function<void(BackendPool::Lease)> issue) {
+  // Contract 8: while the shard is paused (switchover) or failing over, new leader work waits,
+  // bounded, and proceeds against whatever leader serves when the pause ends.
+  const auto& config = worker_.state().config();
+  auto deadline = started_ + std::chrono::milliseconds(config.pause_hold_ms);
+  if (std::chrono::steady_clock::now() >= deadline) {
+    failure_sqlstate_ = "57P03";
+    exchange_finished(make_error(ErrorCode::kUnavailable,
+                                 "shard " + config.shard + " is " + worker_.state().shard_state() +
+                                     " and did not resume within pause_hold_ms (" +
+                                     std::to_string(config.pause_hold_ms) +
+                                     " ms); nothing was sent to the leader, retry later"));
+    return;
+  }
+  auto self = shared_from_this();
+  hold_id_ = worker_.hold([self, route, issue]() {
+    self->hold_id_ = 0;
+    self->hold_timer_.cancel();
+    self->run_on_server(route, issue);
+  });
+  hold_timer_.expires_at(deadline);
+  hold_timer_.async_wait([self, route, issue](boost::system::error_code ec) {
+    if (ec || self->hold_id_ == 0) return;
+    self->worker_.unhold(self->hold_id_);
+    self->hold_id_ = 0;
+    self->run_on_server(route, issue);  // past the deadline: fails with 57P03 unless resumed
+  });
 }
 
 const std::string* ClientSession::ensure_prepared(BackendConnection& conn,
@@ -1071,11 +1107,11 @@ void ClientSession::exchange_finished(Status status) {
         }
       }
       emit_locals_until(first_server);
-      append_error(status.error().code == ErrorCode::kResourceExhausted ? "53300" : "08006",
-                   status.error().message);
-      if (auto* m = worker_.services().metrics) {
-        m->error(status.error().code == ErrorCode::kResourceExhausted ? "53300" : "08006");
-      }
+      std::string sqlstate = !failure_sqlstate_.empty() ? failure_sqlstate_
+                             : status.error().code == ErrorCode::kResourceExhausted ? "53300"
+                                                                                    : "08006";
+      append_error(sqlstate, status.error().message);
+      if (auto* m = worker_.services().metrics) m->error(sqlstate);
     }
     failed_ = true;
     // Statements that never reached a server must not look prepared to the client.
@@ -1114,6 +1150,7 @@ void ClientSession::exchange_finished(Status status) {
   }
   steps_.clear();
   server_steps_.clear();
+  failure_sqlstate_.clear();
   busy_ = false;
   flush_output();
   process();
@@ -1121,6 +1158,7 @@ void ClientSession::exchange_finished(Status status) {
 }
 
 void ClientSession::abandon() {
+  hold_id_ = 0;
   lease_.reset();  // its pool is going away too; the connection closes with it
   lease_pool_ = nullptr;
   keep_alive_.reset();

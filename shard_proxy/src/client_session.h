@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -116,6 +117,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
     std::optional<uint32_t> cache_ttl_ms;
   };
   void run_on_server(Route route, std::function<void(BackendPool::Lease)> issue);
+  // Waits (without blocking the thread) while the shard is paused, then runs on the leader; past
+  // pause_hold_ms the request fails with 57P03.
+  void hold_for_leader(Route route, std::function<void(BackendPool::Lease)> issue);
   void issue_batch(BackendPool::Lease& conn);
   const std::string* ensure_prepared(BackendConnection& conn, const Statement& statement,
                                      size_t before_step);
@@ -189,6 +193,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
   std::function<void(BackendPool::Lease)> issue_;
   std::vector<Step> original_steps_;
   std::chrono::steady_clock::time_point started_;
+  // Held while the shard is paused: the worker's hold id (0: not held) and the deadline timer.
+  uint64_t hold_id_ = 0;
+  boost::asio::steady_timer hold_timer_;
+  // The SQLSTATE a failed exchange reports when not the default for its error code.
+  std::string failure_sqlstate_;
 };
 
 }  // namespace tally::shard_proxy

@@ -68,6 +68,8 @@ ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
         limits->optional_int("statement_timeout_ms", c.statement_timeout_ms, 0, 86400000));
     c.max_replica_lag_ms = static_cast<int>(
         limits->optional_int("max_replica_lag_ms", c.max_replica_lag_ms, 0, 86400000));
+    c.pause_hold_ms =
+        static_cast<int>(limits->optional_int("pause_hold_ms", c.pause_hold_ms, 0, 600000));
     limits->finish();
   }
   if (auto health = s.optional_section("health")) {

@@ -43,6 +43,9 @@ struct ShardProxyConfig {
   int pool_wait_timeout_ms = 5000;
   int statement_timeout_ms = 30000;
   int max_replica_lag_ms = 1000;
+  // While the shard is paused or failing over, a new transaction that needs the leader waits up to
+  // this long for it to serve again, then fails with 57P03.
+  int pause_hold_ms = 10000;
   int health_interval_ms = 250;
   int64_t cache_max_bytes = 64 << 20;
 

@@ -58,7 +58,7 @@ Status ShardProxyServer::start_zookeeper() {
                                    record.error().message.c_str());
                       return;
                     }
-                    state_.set_targets(record->leader, record->replica);
+                    state_.set_targets(record->leader, record->replica, record->state);
                   });
   nlohmann::json me = {{"pg", config_.listen_address + ":" + std::to_string(pg_port_)},
                        {"http", config_.listen_address + ":" + std::to_string(http_port())}};

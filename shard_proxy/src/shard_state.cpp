@@ -21,18 +21,40 @@ NodeTargets ShardState::targets() const {
   return targets_;
 }
 
-void ShardState::set_targets(const std::string& leader, const std::string& replica) {
+void ShardState::set_targets(const std::string& leader, const std::string& replica,
+                             const std::string& state) {
+  std::vector<std::function<void()>> listeners;
+  {
+    std::lock_guard lock(mutex_);
+    bool paused = state != "serving";
+    bool moved = leader != targets_.leader || replica != targets_.replica;
+    if (!moved && state == state_name_) return;
+    state_name_ = state;
+    leader_paused_.store(paused, std::memory_order_release);
+    if (moved) {
+      targets_.leader = leader;
+      targets_.replica = replica;
+      targets_.generation = generation_.load() + 1;
+      // Health measured for the old addresses says nothing about the new ones.
+      leader_health_.reachable = false;
+      replica_health_.reachable = false;
+      replica_health_.lag_ms = -1;
+      replica_health_.lsn = 0;
+      generation_.store(targets_.generation, std::memory_order_release);
+    }
+    listeners = listeners_;
+  }
+  for (auto& l : listeners) l();
+}
+
+std::string ShardState::shard_state() const {
   std::lock_guard lock(mutex_);
-  if (leader == targets_.leader && replica == targets_.replica) return;
-  targets_.leader = leader;
-  targets_.replica = replica;
-  targets_.generation = generation_.load() + 1;
-  // Health measured for the old addresses says nothing about the new ones.
-  leader_health_.reachable = false;
-  replica_health_.reachable = false;
-  replica_health_.lag_ms = -1;
-  replica_health_.lsn = 0;
-  generation_.store(targets_.generation, std::memory_order_release);
+  return state_name_;
+}
+
+void ShardState::add_listener(std::function<void()> listener) {
+  std::lock_guard lock(mutex_);
+  listeners_.push_back(std::move(listener));
 }
 
 bool ShardState::replica_serves_reads(uint64_t min_lsn) const {

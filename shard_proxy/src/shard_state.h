@@ -1,8 +1,9 @@
 // ShardState: what every worker of one shard proxy shares: where the leader and replica are now
 // (from the config, then from ZooKeeper), how healthy they are (from the NodeMonitor), the result
 // cache, the registry of live sessions for CancelRequest, and counters.
-// Thread-safe: addresses behind a mutex with a generation number workers poll cheaply; health and
-// counters are atomics.
+// Thread-safe: addresses behind a mutex with a generation number workers poll cheaply; health,
+// the paused flag and counters are atomics. Listeners hear of every topology change (called on the
+// ZooKeeper thread: they must only post to their io_context).
 #pragma once
 
 #include <atomic>
@@ -41,8 +42,16 @@ class ShardState {
 
   NodeTargets targets() const;
   uint64_t targets_generation() const { return generation_.load(std::memory_order_acquire); }
-  // A new leader/replica (failover, switchover). Workers pick it up on their next acquire.
-  void set_targets(const std::string& leader, const std::string& replica);
+  // The shard's topology node changed: a new leader/replica (failover, switchover) and/or a new
+  // state ("serving", "paused", "failing_over"). Workers pick up addresses on their next acquire,
+  // and listeners are told so they can retire idle connections and resume held work.
+  void set_targets(const std::string& leader, const std::string& replica,
+                   const std::string& state = "serving");
+  // True while the shard is paused or failing over: new leader work must wait (contract 8).
+  bool leader_paused() const { return leader_paused_.load(std::memory_order_acquire); }
+  std::string shard_state() const;
+  // Register before the topology can change (start-up); never removed.
+  void add_listener(std::function<void()> listener);
 
   NodeHealth& leader_health() { return leader_health_; }
   NodeHealth& replica_health() { return replica_health_; }
@@ -69,6 +78,9 @@ class ShardState {
   mutable std::mutex mutex_;
   NodeTargets targets_;
   std::atomic<uint64_t> generation_{0};
+  std::string state_name_ = "serving";
+  std::atomic<bool> leader_paused_{false};
+  std::vector<std::function<void()>> listeners_;
   NodeHealth leader_health_;
   NodeHealth replica_health_;
   std::vector<std::pair<std::string, std::string>> parameters_;

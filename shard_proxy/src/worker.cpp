@@ -1,11 +1,38 @@
 #include "shard_proxy/src/worker.h"
 
+#include <boost/asio/post.hpp>
+
 namespace tally::shard_proxy {
 
 Worker::Worker(WorkerServices services, size_t pool_size_per_node)
     : services_(services), pool_size_(pool_size_per_node) {
   targets_ = services_.state->targets();
   generation_ = targets_.generation;
+  // Called on the ZooKeeper thread: only hand over to this worker's thread.
+  services_.state->add_listener([this] { boost::asio::post(io_, [this] { topology_changed(); }); });
+}
+
+void Worker::topology_changed() {
+  // Idle connections to an old leader close now, not at the next request.
+  refresh_targets();
+  if (services_.state->leader_paused() || held_.empty()) return;
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& [id, resume] : held) resume();
+}
+
+const std::string& Worker::leader_address() {
+  refresh_targets();
+  return targets_.leader;
+}
+
+uint64_t Worker::hold(std::function<void()> resume) {
+  held_.emplace(++next_hold_, std::move(resume));
+  return next_hold_;
+}
+
+void Worker::unhold(uint64_t id) {
+  held_.erase(id);
 }
 
 void Worker::refresh_targets() {
@@ -59,6 +86,7 @@ void Worker::untrack_session(uint64_t id) {
 }
 
 void Worker::abandon_sessions() {
+  held_.clear();                         // the resume functions keep their sessions alive
   auto sessions = std::move(sessions_);  // abandoning may destroy sessions, which untrack
   sessions_.clear();
   for (auto& [id, abandon] : sessions) abandon();

@@ -1,6 +1,7 @@
 // Worker: one io_context thread of the shard proxy with the client sessions it serves and its own
 // server-connection pools (per user: one to the leader, one to the replica), so the hot path never
-// takes a lock. Pools follow ShardState's node addresses: a new generation retargets them.
+// takes a lock. Pools follow ShardState's node addresses: a new generation retargets them (at once:
+// ShardState's listener posts here). Work held while the shard is paused resumes from here.
 // Thread: everything but the constructor runs on the worker's own thread.
 #pragma once
 
@@ -46,6 +47,13 @@ class Worker {
   // The pool for `user` to the leader or the replica, created on first use and retargeted when the
   // shard's node addresses changed. Null for the replica when the shard has none.
   BackendPool* pool(const ProxyUser& user, bool replica);
+  // The leader's address as this worker's pools know it (refreshed first).
+  const std::string& leader_address();
+
+  // Leader work held while the shard is paused or failing over: `resume` runs on this thread when
+  // the shard serves again (unless unhold() came first, e.g. the session's hold timed out).
+  uint64_t hold(std::function<void()> resume);
+  void unhold(uint64_t id);
 
   // Sessions register how to abandon them; after the worker's thread has stopped, shutdown runs
   // every registered function so sessions waiting on a server break their self-references.
@@ -59,6 +67,7 @@ class Worker {
     std::unique_ptr<BackendPool> replica;
   };
   void refresh_targets();
+  void topology_changed();
 
   boost::asio::io_context io_{1};
   WorkerServices services_;
@@ -68,6 +77,8 @@ class Worker {
   std::map<std::string, UserPools> pools_;
   std::map<uint64_t, std::function<void()>> sessions_;
   uint64_t next_session_ = 0;
+  std::map<uint64_t, std::function<void()>> held_;
+  uint64_t next_hold_ = 0;
 };
 
 }  // namespace tally::shard_proxy

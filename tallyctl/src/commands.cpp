@@ -2,16 +2,19 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <iomanip>
 #include <map>
 #include <optional>
 #include <ostream>
 
 #include "common/cluster/cluster_manifest.h"
+#include "common/core/clock.h"
 #include "common/migrations/migration_runner.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
 #include "tallyctl/src/local_cluster.h"
+#include "tallyctl/src/shard_operations.h"
 
 namespace tally {
 namespace {
@@ -22,7 +25,9 @@ constexpr const char* kUsage =
     "DIR]\n"
     "  tallyctl cluster status --dir DIR\n"
     "  tallyctl cluster down --dir DIR\n"
-    "  tallyctl topology show --dir DIR\n"
+    "  tallyctl topology show --dir DIR [--health-stale-ms MS]\n"
+    "  tallyctl shard switchover RANGE --dir DIR [--drain-timeout-ms MS] [--config FILE]\n"
+    "  tallyctl shard rejoin RANGE --dir DIR [--node HOST:PORT] [--config FILE]\n"
     "  tallyctl migrate --dir DIR [--migrations DIR]\n";
 
 struct Args {
@@ -168,23 +173,141 @@ Result<std::unique_ptr<ZkClient>> zk_for(const ClusterManifest& m) {
   return ZkClient::connect(o);
 }
 
+std::string age_text(int64_t ms) {
+  if (ms < 0) return "in the future";
+  if (ms < 10000) return std::to_string(ms) + " ms ago";
+  if (ms < 600000) return std::to_string(ms / 1000) + " s ago";
+  return std::to_string(ms / 60000) + " min ago";
+}
+
+std::string node_health_text(const NodeHealthReport& n) {
+  if (n.ok) return n.in_recovery ? "ok (standby)" : "ok (primary)";
+  return "DOWN" + (n.error.empty() ? std::string() : " (" + n.error + ")");
+}
+
 int topology_show(const Args& a, std::ostream& out, std::ostream& err) {
   auto m = read_manifest(LocalCluster::manifest_path(std::filesystem::absolute(a.flags.at("dir"))));
   if (!m) return fail(err, m.error());
+  // The health node counts as unknown when config_service has not written it for this long
+  // (contract 8: three rounds; its default round is 250 ms, with margin for a slow machine).
+  int64_t stale_ms = 5000;
+  if (auto v = int_flag(a, "health-stale-ms", err)) {
+    if (*v < 1) {
+      if (*v == 0) err << "tallyctl: --health-stale-ms expects a positive number of ms, got '0'\n";
+      return 2;
+    }
+    stale_ms = *v;
+  }
   auto zk = zk_for(*m);
   if (!zk) return fail(err, zk.error());
   auto topo = read_topology(**zk);
   if (!topo) return fail(err, topo.error());
+  const int64_t now = wall_clock_ms();
   out << "keyspace version " << topo->keyspace.version << ", " << topo->shards.size()
       << " shards\n";
-  out << std::left << std::setw(8) << "RANGE" << std::setw(18) << "LEADER" << std::setw(18)
-      << "REPLICA"
-      << "STATE\n";
   for (const auto& s : topo->shards) {
-    out << std::left << std::setw(8) << s.range.name() << std::setw(18) << s.record.leader
-        << std::setw(18) << (s.record.replica.empty() ? "-" : s.record.replica) << s.record.state
-        << "\n";
+    const ShardRecord& r = s.record;
+    out << "\nshard " << s.range.name() << "  " << r.state;
+    if (r.state_since_ms > 0) out << " (since " << age_text(now - r.state_since_ms) << ")";
+    out << "\n";
+    std::string fenced;
+    for (const auto& f : r.fenced) fenced += (fenced.empty() ? "" : ", ") + f;
+    out << "  leader   " << r.leader << "\n"
+        << "  replica  " << (r.replica.empty() ? "none" : r.replica) << "\n"
+        << "  sync     " << (r.sync ? "true (failover allowed)" : "false (no automatic failover)")
+        << "\n"
+        << "  fenced   " << (fenced.empty() ? "none" : fenced) << "\n";
+    auto node = (*zk)->get(topology_paths::health(s.range.name()));
+    if (!node) {
+      out << "  health   unknown ("
+          << (node.error().code == ErrorCode::kNotFound ? "no health record: is config_service "
+                                                          "running?"
+                                                        : node.error().message)
+          << ")\n";
+      continue;
+    }
+    auto h = decode_health(s.range.name(), node->data);
+    if (!h) {
+      out << "  health   unknown (" << h.error().message << ")\n";
+      continue;
+    }
+    const int64_t age = now - h->at_ms;
+    if (age > stale_ms) {
+      out << "  health   unknown (last record " << age_text(age) << " by " << h->checked_by
+          << ", older than " << stale_ms << " ms)\n";
+      continue;
+    }
+    out << "  health   checked " << age_text(age) << " by " << h->checked_by << "\n"
+        << "    leader_ok   " << node_health_text(h->leader) << "\n";
+    if (!h->replica.address.empty()) {
+      out << "    replica_ok  " << node_health_text(h->replica) << "\n"
+          << "    streaming   " << (h->replica_streaming ? "yes" : "no")
+          << (h->replica_sync ? ", synchronous" : "") << "\n"
+          << "    lag         "
+          << (h->replica_lag_ms < 0 ? std::string("unknown")
+                                    : std::to_string(h->replica_lag_ms) + " ms")
+          << ", "
+          << (h->replica_lag_bytes < 0 ? std::string("unknown")
+                                       : std::to_string(h->replica_lag_bytes) + " bytes")
+          << "\n";
+    }
+    if (!h->fenced_running.empty()) {
+      std::string running;
+      for (const auto& f : h->fenced_running) running += (running.empty() ? "" : ", ") + f;
+      out << "    fenced nodes found running as primaries: " << running << "\n";
+    }
   }
+  return 0;
+}
+
+// --config (optional) gives the PostgreSQL binaries and the servers' account, as for cluster up.
+bool shard_operation_options(const Args& a, ShardOperationOptions& o, std::ostream& err) {
+  LocalClusterOptions defaults;
+  if (a.flags.count("config")) {
+    try {
+      defaults = load_local_cluster_options(a.flags.at("config"));
+    } catch (const ConfigError& e) {
+      err << "tallyctl: " << e.what() << "\n";
+      return false;
+    }
+  }
+  o.dir = std::filesystem::absolute(a.flags.at("dir"));
+  o.range = a.positional.at(2);
+  o.pg_bin_dir = defaults.pg_bin_dir;
+  o.service_user = defaults.service_user;
+  return true;
+}
+
+int shard_switchover(const Args& a, std::ostream& out, std::ostream& err) {
+  SwitchoverOptions o;
+  if (!shard_operation_options(a, o.shard, err)) return 2;
+  if (auto v = int_flag(a, "drain-timeout-ms", err)) {
+    if (*v < 0) {
+      // int_flag said why when it was not a number; a negative one gets its own message.
+      if (a.flags.at("drain-timeout-ms").find_first_not_of("-0123456789") == std::string::npos)
+        err << "tallyctl: --drain-timeout-ms expects 0 or more ms, got '"
+            << a.flags.at("drain-timeout-ms") << "'\n";
+      return 2;
+    }
+    o.drain_timeout = std::chrono::milliseconds(*v);
+  }
+  out << "switchover of shard " << o.shard.range << "\n";
+  auto r = switchover_shard(o, out);
+  if (!r) return fail(err, r.error());
+  out << "switchover done: leader " << r->new_leader << ", replica " << r->old_leader
+      << "; write pause " << r->pause_ms << " ms\n";
+  return 0;
+}
+
+int shard_rejoin(const Args& a, std::ostream& out, std::ostream& err) {
+  RejoinOptions o;
+  if (!shard_operation_options(a, o.shard, err)) return 2;
+  if (a.flags.count("node")) o.node = a.flags.at("node");
+  out << "rejoin in shard " << o.shard.range << "\n";
+  auto r = rejoin_shard_node(o, out);
+  if (!r) return fail(err, r.error());
+  out << "rejoined " << r->node << " as the replica of shard " << o.shard.range << " (" << r->method
+      << ")\n";
   return 0;
 }
 
@@ -238,6 +361,11 @@ int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::os
   if (pos.size() == 2 && pos[0] == "topology" && pos[1] == "show") {
     if (!need_dir()) return 2;
     return topology_show(*args, out, err);
+  }
+  if (pos.size() == 3 && pos[0] == "shard" && (pos[1] == "switchover" || pos[1] == "rejoin")) {
+    if (!need_dir()) return 2;
+    return pos[1] == "switchover" ? shard_switchover(*args, out, err)
+                                  : shard_rejoin(*args, out, err);
   }
   if (pos.size() == 1 && pos[0] == "migrate") {
     if (!need_dir()) return 2;

@@ -10,6 +10,7 @@
 #include <memory>
 #include <ostream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "common/core/clock.h"
@@ -534,6 +535,44 @@ Status stop_all(const ClusterManifest& m, std::ostream& progress) {
   return first_error;
 }
 
+// The restart path after a failover or switchover: PostgreSQL roles in cluster.json follow
+// ZooKeeper's topology (the truth once the cluster runs), and the returned fenced nodes (former
+// leaders not rejoined yet) must not be started. ZooKeeper unreachable: roles stay as recorded.
+std::set<std::string> apply_live_topology(ClusterManifest& m, const std::filesystem::path& dir,
+                                          std::ostream& progress) {
+  std::set<std::string> fenced;
+  ZkOptions zk_options;
+  zk_options.hosts = m.zookeeper;
+  zk_options.connect_timeout = std::chrono::seconds(5);
+  auto zk = ZkClient::connect(zk_options);
+  auto topology = zk ? read_topology(**zk) : Result<TopologySnapshot>(zk.error());
+  if (!topology) {
+    progress << "  ZooKeeper topology unavailable (" << topology.error().message
+             << "); PostgreSQL roles as cluster.json records them\n";
+    return fenced;
+  }
+  for (const auto& shard : topology->shards) {
+    for (auto& p : m.processes) {
+      if ((p.role != "pg_leader" && p.role != "pg_replica") || p.shard != shard.range.name()) {
+        continue;
+      }
+      std::string address = "127.0.0.1:" + std::to_string(p.ports.at("pg"));
+      if (address == shard.record.leader) p.role = "pg_leader";
+      if (address == shard.record.replica) p.role = "pg_replica";
+    }
+    fenced.insert(shard.record.fenced.begin(), shard.record.fenced.end());
+  }
+  // A fenced former leader comes back, once rejoined, as a replica.
+  for (auto& p : m.processes) {
+    if ((p.role == "pg_leader" || p.role == "pg_replica") &&
+        fenced.count("127.0.0.1:" + std::to_string(p.ports.at("pg")))) {
+      p.role = "pg_replica";
+    }
+  }
+  (void)write_manifest(LocalCluster::manifest_path(dir), m);
+  return fenced;
+}
+
 }  // namespace
 
 PortLayout port_layout(int base_port) {
@@ -597,13 +636,26 @@ Result<ClusterManifest> LocalCluster::up(const LocalClusterOptions& given, std::
     progress << "cluster in " << options.dir.string() << " exists; starting what is not running\n";
     Launcher launcher(*m, options.dir, *run_as, options, progress);
     int started = 0;
+    int fenced = 0;
+    std::optional<std::set<std::string>> fenced_nodes;  // read once ZooKeeper (listed first) runs
     for (auto& p : m->processes) {
+      bool postgres = p.role == "pg_leader" || p.role == "pg_replica";
+      if (postgres && !fenced_nodes) fenced_nodes = apply_live_topology(*m, options.dir, progress);
+      if (postgres && fenced_nodes->count("127.0.0.1:" + std::to_string(p.ports.at("pg")))) {
+        ++fenced;
+        if (p.pid > 0 && process_matches(p.pid, process_needle(p))) continue;  // config_service's
+        progress << "  not starting " << p.name << " (127.0.0.1:" << p.ports.at("pg")
+                 << "): fenced after failover: run tallyctl shard rejoin " << p.shard.value_or("")
+                 << " --dir " << options.dir.string() << "\n";
+        continue;
+      }
       if (p.pid > 0 && process_matches(p.pid, process_needle(p))) continue;
       if (auto st = launcher.start(p); !st) return st.error();
       ++started;
     }
-    progress << "  " << started << " started, " << m->processes.size() - started
-             << " already running (" << format_seconds(seconds_since(t0)) << ")\n";
+    progress << "  " << started << " started, " << m->processes.size() - started - fenced
+             << " already running" << (fenced ? ", " + std::to_string(fenced) + " fenced" : "")
+             << " (" << format_seconds(seconds_since(t0)) << ")\n";
     wait_for_sync(*m, progress);
     return m;
   }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/core/result.h"
 #include "common/process/system_user.h"
@@ -60,12 +61,37 @@ class PostgresNode {
   // Fast shutdown (SIGINT), then SIGKILL after `grace`.
   Status stop(pid_t pid, std::chrono::milliseconds grace = std::chrono::seconds(20)) const;
 
+  // Failover operations (tallyctl shard switchover / rejoin); the node must be stopped.
+  // Makes the node a standby of `leader` streaming through replication slot `slot`: standby.signal,
+  // and primary_conninfo (the replication user) and primary_slot_name in postgresql.auto.conf,
+  // replacing earlier values (a promoted node keeps its old ones, ignored without standby.signal);
+  // synchronous_standby_names and default_transaction_read_only (fencing) are removed there.
+  Status configure_standby(const PostgresNode& leader, const PostgresCredentials& credentials,
+                           const std::string& slot) const;
+  // pg_rewind from the running `source` (PostgreSQL 15 first runs crash recovery in single-user
+  // mode when the node was not shut down cleanly), then this node's own tally.conf again (pg_rewind
+  // copies the source's configuration files).
+  Status rewind_from(const PostgresNode& source, const PostgresCredentials& credentials) const;
+  // The fallback when a rewind fails: moves the data directory aside (never deletes it; the
+  // returned path) and takes a fresh pg_basebackup from `leader` through the existing slot `slot`.
+  Result<std::filesystem::path> rebuild_from(const PostgresNode& leader,
+                                             const PostgresCredentials& credentials,
+                                             const std::string& slot);
+  // A field of pg_controldata's output, e.g. "Latest checkpoint location" or
+  // "Database cluster state".
+  Result<std::string> control_data(const std::string& field) const;
+  // The postmaster's PID from postmaster.pid, when the file exists.
+  std::optional<pid_t> postmaster_pid() const;
+
  private:
   Status write_settings() const;
   Status run_tool(const std::string& tool, std::vector<std::string> args,
                   const std::vector<std::pair<std::string, std::string>>& env,
-                  std::chrono::milliseconds timeout) const;
+                  std::chrono::milliseconds timeout,
+                  const std::filesystem::path& output = {}) const;
   Status prepare_dir(const std::filesystem::path& dir) const;
+  Status chown_file(const std::filesystem::path& file) const;
+  Status restore_settings(const std::string& text) const;
 
   PostgresNodeOptions options_;
 };

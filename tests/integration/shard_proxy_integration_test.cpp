@@ -11,13 +11,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <pqxx/pqxx>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/cluster/cluster_manifest.h"
+#include "common/core/clock.h"
 #include "common/process/child_process.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
@@ -523,6 +528,210 @@ TEST_F(ShardProxyTest, MetricsAndHealthEndpoints) {
       run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
            "http://127.0.0.1:" + std::to_string(role("shard_proxy").ports.at("http")) + "/readyz"});
   EXPECT_EQ(ready.output, "200");
+}
+
+// Compare-and-set of the shard's topology node through `change`; true when written.
+bool update_shard_node(const ClusterManifest& m, const std::function<void(ShardRecord&)>& change) {
+  ZkOptions options;
+  options.hosts = m.zookeeper;
+  auto zk = ZkClient::connect(options);
+  if (!zk.ok()) return false;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto node = (*zk)->get(topology_paths::shard("-"));
+    if (!node.ok()) return false;
+    auto record = decode_shard("-", node->data);
+    if (!record.ok()) return false;
+    change(*record);
+    if ((*zk)->set(topology_paths::shard("-"), encode_shard(*record), node->version).ok()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool set_shard_state(const ClusterManifest& m, const std::string& state) {
+  return update_shard_node(m, [&](ShardRecord& r) {
+    r.state = state;
+    r.state_since_ms = wall_clock_ms();
+  });
+}
+
+TEST_F(ShardProxyTest, PausedShardHoldsLeaderWorkUntilItServesAgain) {
+  PgClient in_txn(proxy());
+  ASSERT_TRUE(in_txn.ok());
+  ASSERT_EQ(in_txn.query("BEGIN"), "OK");
+  ASSERT_EQ(in_txn.query("INSERT INTO channels (channel_id, name) VALUES ('pause-0', 'x')"), "OK");
+  ASSERT_TRUE(set_shard_state(manifest_, shard_states::kPaused));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the proxy's watch fires
+
+  // A new write waits for the shard to serve again...
+  std::atomic<bool> done{false};
+  std::string result;
+  auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration waited{};
+  std::thread writer([&] {
+    PgClient c(proxy());
+    result = c.query("INSERT INTO channels (channel_id, name) VALUES ('pause-1', 'x')");
+    waited = std::chrono::steady_clock::now() - t0;
+    done = true;
+  });
+  // ... while reads the replica may serve, and a transaction already under way, go on.
+  ASSERT_TRUE(eventually("SELECT pg_is_in_recovery()", "t"));
+  EXPECT_EQ(in_txn.query("INSERT INTO channels (channel_id, name) VALUES ('pause-2', 'x')"), "OK");
+  EXPECT_EQ(in_txn.query("COMMIT"), "OK");
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_FALSE(done.load()) << "the write was not held: " << result;
+  ASSERT_TRUE(set_shard_state(manifest_, shard_states::kServing));
+  writer.join();
+  EXPECT_EQ(result, "OK");
+  EXPECT_GE(waited, std::chrono::milliseconds(650));  // held at least the 700 ms sleep
+  EXPECT_LT(waited, std::chrono::seconds(5));
+  PgClient leader_admin(manifest_.conninfo(leader(), "admin"));
+  EXPECT_EQ(leader_admin.query("SELECT count(*) FROM channels WHERE channel_id LIKE 'pause-%'"),
+            "3");
+}
+
+TEST_F(ShardProxyTest, PauseLongerThanPauseHoldMsFailsWith57P03) {
+  // A third proxy, following ZooKeeper, that holds leader work for 300 ms only.
+  const auto& admin = manifest_.users.at("admin");
+  const int port = base_ + 160;
+  std::string config = (dir_->path() / "hold-proxy.yaml").string();
+  std::ofstream(config) << "shard_proxy:\n"
+                        << "  id: hold-proxy\n  shard: \"-\"\n"
+                        << "  listen: {address: 127.0.0.1, pg_port: " << port
+                        << ", http_port: " << base_ + 161 << "}\n"
+                        << "  worker_threads: 1\n"
+                        << "  zookeeper: {hosts: \"" << manifest_.zookeeper << "\"}\n"
+                        << "  backend: {leader: \"127.0.0.1:" << leader().ports.at("pg")
+                        << "\", replica: \"127.0.0.1:" << replica().ports.at("pg") << "\"}\n"
+                        << "  limits: {pause_hold_ms: 300}\n"
+                        << "  auth: {method: md5, users: {" << admin.name << ": {password: \""
+                        << admin.password << "\"}}}\n";
+  SpawnOptions spawn;
+  spawn.argv = {project_binary("shard_proxy"), "--config", config};
+  spawn.log_file = dir_->path() / "hold-proxy.log";
+  auto pid = spawn_daemon(spawn);
+  ASSERT_TRUE(pid.ok()) << pid.error().message;
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    PgClient probe(proxy_info(port));
+    up = probe.ok();
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(up);
+
+  ASSERT_TRUE(set_shard_state(manifest_, shard_states::kFailingOver));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  PgClient c(proxy_info(port));
+  auto t0 = std::chrono::steady_clock::now();
+  std::string r = c.query("INSERT INTO channels (channel_id, name) VALUES ('hold-1', 'x')");
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.substr(0, 11), "ERROR 57P03") << r;
+  EXPECT_NE(r.find("shard - is failing_over"), std::string::npos) << r;
+  EXPECT_GE(took, std::chrono::milliseconds(250));
+  EXPECT_LT(took, std::chrono::seconds(3));
+  // The extended protocol is held the same way.
+  EXPECT_EQ(c.query_params("INSERT INTO channels (channel_id, name) VALUES ($1, 'x')", {"hold-2"})
+                .substr(0, 11),
+            "ERROR 57P03");
+  ASSERT_TRUE(set_shard_state(manifest_, shard_states::kServing));
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    served = c.query("INSERT INTO channels (channel_id, name) VALUES ('hold-3', 'x')") == "OK";
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(served);
+  PgClient leader_admin(manifest_.conninfo(leader(), "admin"));
+  EXPECT_EQ(leader_admin.query("SELECT count(*) FROM channels WHERE channel_id IN ('hold-1', "
+                               "'hold-2', 'hold-3')"),
+            "1");
+  (void)stop_process(*pid, config, SIGTERM, std::chrono::seconds(5));
+}
+
+// The local TCP ports of a process's sockets (from /proc), to tell its server connections apart
+// from other clients' in pg_stat_activity.
+std::set<int> local_ports_of(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& fd :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    auto target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::set<int> ports;
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // header
+  while (std::getline(tcp, line)) {
+    std::istringstream f(line);
+    std::string slot, local, remote, st, queues, timer, retr, uid, timeout, inode;
+    f >> slot >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode;
+    if (inodes.count(inode))
+      ports.insert(std::stoi(local.substr(local.find(':') + 1), nullptr, 16));
+  }
+  return ports;
+}
+
+TEST_F(ShardProxyTest, LeaderChangeClosesEveryConnectionToTheOldAddress) {
+  const ManifestProcess& l = leader();
+  PgClient leader_admin(manifest_.conninfo(l, "admin"));
+  ASSERT_TRUE(leader_admin.ok());
+  // Pooled connections to the leader, and one held inside a transaction.
+  for (int i = 0; i < 3; ++i) {
+    PgClient c(proxy());
+    ASSERT_EQ(c.query("/*tally: route=leader*/ SELECT 1"), "1");
+  }
+  PgClient in_txn(proxy());
+  ASSERT_EQ(in_txn.query("BEGIN"), "OK");
+  std::string txn_pid = in_txn.query("SELECT pg_backend_pid()");
+  // The server connections of the proxy `cluster up` started (not those of the test's others).
+  auto proxy_pids = [&] {
+    std::string ports;
+    for (int p : local_ports_of(role("shard_proxy").pid)) {
+      ports += (ports.empty() ? "" : ",") + std::to_string(p);
+    }
+    return leader_admin.query(
+        "SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') FROM pg_stat_activity "
+        "WHERE client_port IN (" +
+        (ports.empty() ? std::string("0") : ports) + ")");
+  };
+  std::string before = proxy_pids();
+  ASSERT_NE(before.find(txn_pid), std::string::npos) << before;
+
+  // The same server under another address: for the proxy, a new leader.
+  ShardRecord original;
+  ASSERT_TRUE(update_shard_node(manifest_, [&](ShardRecord& r) {
+    original = r;
+    r.leader = "localhost:" + std::to_string(l.ports.at("pg"));
+  }));
+  // Idle connections to the old address close at once; the transaction's at its next statement,
+  // which fails instead of running (let alone committing) on the old leader.
+  std::string r = in_txn.query("INSERT INTO channels (channel_id, name) VALUES ('moved-1', 'x')");
+  for (int i = 0; i < 20 && r.rfind("ERROR 57P01", 0) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the watch had not fired yet
+    r = in_txn.query("INSERT INTO channels (channel_id, name) VALUES ('moved-1', 'x')");
+  }
+  EXPECT_EQ(r.substr(0, 11), "ERROR 57P01") << r;
+  EXPECT_EQ(PQtransactionStatus(in_txn.raw()), PQTRANS_IDLE);
+  bool old_gone = false;
+  for (int i = 0; i < 50 && !old_gone; ++i) {
+    std::string now = proxy_pids();
+    old_gone = true;
+    size_t start = 0;
+    while (start < before.size()) {
+      size_t comma = before.find(',', start);
+      std::string pid = before.substr(start, comma == std::string::npos ? comma : comma - start);
+      if (("," + now + ",").find("," + pid + ",") != std::string::npos) old_gone = false;
+      start = comma == std::string::npos ? before.size() : comma + 1;
+    }
+    if (!old_gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(old_gone) << "connections to the old address stayed open: " << before << " -> "
+                        << proxy_pids();
+  EXPECT_EQ(in_txn.query("INSERT INTO channels (channel_id, name) VALUES ('moved-2', 'x')"), "OK");
+  EXPECT_EQ(leader_admin.query("SELECT count(*) FROM channels WHERE channel_id LIKE 'moved-%'"),
+            "1");
+  ASSERT_TRUE(update_shard_node(manifest_, [&](ShardRecord& rec) { rec = original; }));
 }
 
 }  // namespace
