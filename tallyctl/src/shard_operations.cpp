@@ -187,13 +187,23 @@ class ShardContext {
   PostgresCredentials credentials_;
 };
 
-// True when `leader` lists a walsender on `slot` as streaming.
-bool slot_streaming(PgSession& leader, const std::string& slot) {
+// The pid of the walsender streaming on `slot` on `leader`, "" when none.
+std::string streaming_walsender(PgSession& leader, const std::string& slot) {
   auto v = leader.value(
-      "SELECT count(*) FROM pg_replication_slots r JOIN pg_stat_replication s "
+      "SELECT s.pid FROM pg_replication_slots r JOIN pg_stat_replication s "
       "ON s.pid = r.active_pid WHERE r.slot_name = " +
       sql_literal(slot) + " AND s.state = 'streaming'");
-  return v && *v == "1";
+  return v ? *v : std::string();
+}
+
+// True when `leader` lists a walsender on `slot` as streaming, and still the same one a moment
+// later: a standby whose WAL went past the leader's fork point connects, streams for an instant
+// and is cut off, again every wal_retrieve_retry_interval (500 ms); a single look can catch it.
+bool slot_streaming(PgSession& leader, const std::string& slot) {
+  std::string first = streaming_walsender(leader, slot);
+  if (first.empty()) return false;
+  std::this_thread::sleep_for(milliseconds(700));
+  return streaming_walsender(leader, slot) == first;
 }
 
 // Creates the physical slot `slot` on a leader unless it exists; WAL is reserved at once so a
@@ -575,6 +585,13 @@ Result<RejoinOutcome> rejoin_shard_node(const RejoinOptions& options, std::ostre
   if (auto st = ensure_slot(*on_leader, slot); !st) {
     return make_error(st.error().code, "creating replication slot " + slot + " on " +
                                            leader_address + ": " + st.error().message);
+  }
+  // A promoted node records its new timeline in pg_control only at its next checkpoint; until
+  // then pg_rewind reads the old timeline from it, says "no rewind required", and the rejoined
+  // node, whose WAL went past the fork point, can never stream (seen in failover_chaos).
+  if (auto st = on_leader->exec("CHECKPOINT"); !st) {
+    return make_error(st.error().code,
+                      "CHECKPOINT on " + leader_address + " before pg_rewind: " + st.error().message);
   }
   RejoinOutcome out;
   out.node = address;

@@ -31,6 +31,12 @@ size_t WriteLoop::acked_count() const {
   return acked_.size();
 }
 
+size_t WriteLoop::failed_count() const {
+  std::lock_guard lock(mu_);
+  return static_cast<size_t>(
+      std::count_if(attempts_.begin(), attempts_.end(), [](const Attempt& a) { return !a.ok; }));
+}
+
 std::optional<WriteLoop::Clock::time_point> WriteLoop::first_ok_started_after(
     Clock::time_point t) const {
   std::lock_guard lock(mu_);

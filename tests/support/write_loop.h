@@ -28,6 +28,8 @@ class WriteLoop {
   void stop();
   std::vector<int64_t> acked() const;
   size_t acked_count() const;
+  // Attempts that failed (connection or statement errors), since the start.
+  size_t failed_count() const;
   // The end of the first acknowledged write that started at or after `t`.
   std::optional<Clock::time_point> first_ok_started_after(Clock::time_point t) const;
   // The longest time between two acknowledgements after `t` (or from `t` to the first), seconds.
