@@ -183,7 +183,7 @@ ApiError ApiService::shard_error(const Error& error, const std::string& shard) c
   }
   if (error.code == ErrorCode::kUnavailable) {
     e.status = 503;
-    e.message = "shard " + shard + " is unavailable (other shards keep serving): " + error.message;
+    e.message = error.message + " (other shards keep serving)";
     int64_t ms = breakers_.get(shard).retry_after_ms();
     e.retry_after_s = static_cast<int>(std::max<int64_t>(1, (ms + 999) / 1000));
     return e;

@@ -8,11 +8,10 @@ bool CircuitBreaker::allow() {
   if (until == 0) return true;
   int64_t now = clock_.steady_ms();
   if (now < until) return false;
-  // Half-open: exactly one caller wins the probe; the others keep failing fast until it reports.
-  bool expected = false;
-  if (!probing_.compare_exchange_strong(expected, true)) return false;
-  // A probe that never reports (its caller vanished) must not keep the circuit shut forever.
-  open_until_.store(now + options_.open_ms, std::memory_order_release);
+  // Half-open: one caller per window wins the probe (the others keep failing fast until it
+  // reports). A probe that never reports only holds the circuit for one more window.
+  if (!open_until_.compare_exchange_strong(until, now + options_.open_ms)) return false;
+  probing_.store(true, std::memory_order_release);
   return true;
 }
 

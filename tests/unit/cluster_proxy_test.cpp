@@ -402,6 +402,16 @@ TEST(CircuitBreakerTest, OpensAfterThresholdAndLetsOneProbeThrough) {
   b.record_success();
   b.record_failure();
   EXPECT_TRUE(b.allow());
+  // A probe that never reports holds the circuit for one more window only.
+  for (int i = 0; i < 3; ++i) b.record_failure();
+  clock.advance(1000);
+  EXPECT_TRUE(b.allow());  // probe 1 vanishes
+  EXPECT_STREQ(b.state(), "half_open");
+  EXPECT_FALSE(b.allow());
+  clock.advance(1000);
+  EXPECT_TRUE(b.allow());  // probe 2
+  b.record_success();
+  EXPECT_STREQ(b.state(), "closed");
   CircuitBreaker off(CircuitOptions{0, 1000}, clock);
   for (int i = 0; i < 10; ++i) off.record_failure();
   EXPECT_TRUE(off.allow());
