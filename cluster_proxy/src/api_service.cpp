@@ -164,12 +164,13 @@ std::shared_ptr<const Routing> ApiService::routing() {
   return r;
 }
 
-ShardCall ApiService::make_call(const ShardRoute& shard, bool idempotent) const {
+ShardCall ApiService::make_call(const ShardRoute& shard, bool idempotent, bool write) const {
   ShardCall call;
   call.shard = shard.name;
   call.proxies = shard.proxies;
   call.idempotent = idempotent;
-  call.timeout = std::chrono::milliseconds(config_.shard_timeout_ms);
+  call.timeout =
+      std::chrono::milliseconds(write ? config_.write_timeout_ms : config_.shard_timeout_ms);
   return call;
 }
 
@@ -436,7 +437,7 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   std::vector<ShardCall> calls;
   for (size_t s = 0; s < r->shards.size(); ++s) {
     // Re-sending is safe by contract 4, so the call is retried like a read.
-    ShardCall call = make_call(r->shards[s], true);
+    ShardCall call = make_call(r->shards[s], true, /*write=*/true);
     call.exchanges.push_back(
         {{apply_statement(*parsed, apply_rows_json(*parsed, rows_by_shard[s]))}});
     // Its own exchange, after the apply's commit: the LSN then covers the commit record.
@@ -504,7 +505,7 @@ void ApiService::marks(HttpRequest&& request, Responder respond) {
   state->respond = std::move(respond);
   std::vector<ShardCall> calls;
   for (const auto& shard : r->shards) {
-    ShardCall call = make_call(shard, true);
+    ShardCall call = make_call(shard, true, /*write=*/true);
     call.exchanges.push_back({{marks_statement(*processor)}});
     calls.push_back(std::move(call));
   }
@@ -554,7 +555,8 @@ void ApiService::put_video(HttpRequest&& request, Responder respond) {
   if (!parsed.ok()) return respond(to_response(parsed.error()));
   auto r = routing();
   const ShardRoute& shard = r->for_ksid(ksid_for(parsed->video_id));
-  ShardCall call = make_call(shard, true);  // an upsert of the same values: safe to repeat
+  // An upsert of the same values: safe to repeat.
+  ShardCall call = make_call(shard, true, /*write=*/true);
   call.exchanges.push_back({{video_upsert_statement(*parsed)}});
   ShardWorker& w = next_worker();
   w.post([this, &w, call = std::move(call), video = std::move(*parsed),
@@ -597,7 +599,7 @@ void ApiService::put_channel(HttpRequest&& request, Responder respond) {
   state->respond = std::move(respond);
   std::vector<ShardCall> calls;
   for (const auto& shard : r->shards) {
-    ShardCall call = make_call(shard, true);
+    ShardCall call = make_call(shard, true, /*write=*/true);
     call.exchanges.push_back({{channel_upsert_statement(*parsed)}});
     calls.push_back(std::move(call));
   }

@@ -42,7 +42,8 @@ class ApiService {
   std::optional<ApiError> check_auth(const HttpRequest& request, Access access);
   ShardWorker& next_worker();
   std::shared_ptr<const Routing> routing();
-  ShardCall make_call(const ShardRoute& shard, bool idempotent) const;
+  // A call to one shard; writes get limits.write_timeout_ms, reads limits.shard_timeout_ms.
+  ShardCall make_call(const ShardRoute& shard, bool idempotent, bool write = false) const;
   // The answer for a failed shard call: 503 (unavailable, naming the range, Retry-After), 504.
   ApiError shard_error(const Error& error, const std::string& shard) const;
 

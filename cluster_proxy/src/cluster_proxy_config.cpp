@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+
 #include "common/config/yaml_reader.h"
 #include "common/keyspace/shard_range.h"
 
@@ -79,6 +81,8 @@ ClusterProxyConfig load_cluster_proxy_config(const std::filesystem::path& file) 
   if (auto limits = s.optional_section("limits")) {
     c.shard_timeout_ms =
         static_cast<int>(limits->optional_int("shard_timeout_ms", c.shard_timeout_ms, 10, 600000));
+    c.write_timeout_ms =
+        static_cast<int>(limits->optional_int("write_timeout_ms", c.write_timeout_ms, 10, 600000));
     c.request_timeout_ms = static_cast<int>(
         limits->optional_int("request_timeout_ms", c.request_timeout_ms, 10, 600000));
     c.max_body_bytes =
@@ -95,10 +99,11 @@ ClusterProxyConfig load_cluster_proxy_config(const std::filesystem::path& file) 
         limits->optional_int("max_top_limit", c.limits.max_top_limit, 1, 100000);
     limits->finish();
   }
-  if (c.request_timeout_ms < c.shard_timeout_ms) {
+  if (c.request_timeout_ms < std::max(c.shard_timeout_ms, c.write_timeout_ms)) {
     s.fail("limits.request_timeout_ms",
-           "expected at least limits.shard_timeout_ms (" + std::to_string(c.shard_timeout_ms) +
-               "), or every slow shard would end in the server's 504 instead of a clear error");
+           "expected at least limits.shard_timeout_ms and limits.write_timeout_ms (" +
+               std::to_string(std::max(c.shard_timeout_ms, c.write_timeout_ms)) +
+               "), or a slow shard would end in the server's 504 instead of a clear error");
   }
   if (auto cache = s.optional_section("cache")) {
     c.stats_cache_ttl_ms =

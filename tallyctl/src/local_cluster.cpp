@@ -323,7 +323,7 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
       m.users.at("admin").password +
       "\"\n"
       "    pool_size: 8\n"
-      "  limits: {shard_timeout_ms: 2000, request_timeout_ms: 5000}\n"
+      "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 30000, request_timeout_ms: 35000}\n"
       "  cache: {stats_ttl_ms: 500}\n"
       "  auth:\n"
       "    write_tokens: [\"" +
