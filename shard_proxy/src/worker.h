@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "shard_proxy/src/backend_pool.h"
+#include "common/pgclient/backend_pool.h"
 #include "shard_proxy/src/shard_state.h"
 
 namespace tally::sql {

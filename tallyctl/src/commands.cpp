@@ -125,6 +125,10 @@ int cluster_up(const Args& a, std::ostream& out, std::ostream& err) {
   out << "\nTally cluster running (" << m->shards.size()
       << " shards). Manifest: " << LocalCluster::manifest_path(o.dir).string() << "\n";
   out << "  ZooKeeper:  " << m->zookeeper << "\n";
+  if (auto rest = m->endpoints.find("rest"); rest != m->endpoints.end() && rest->second) {
+    out << "  REST API:   " << *rest->second << "  (cluster proxy; write token in "
+        << LocalCluster::manifest_path(o.dir).string() << " users.rest)\n";
+  }
   for (const auto& p : m->processes) {
     const char* label = p.role == "shard_proxy"  ? "proxy  "
                         : p.role == "pg_leader"  ? "leader "

@@ -161,6 +161,8 @@ class Launcher {
       pid = start_service(p, "shard_proxy");
     } else if (p.role == "config_service") {
       pid = start_service(p, "config_service");
+    } else if (p.role == "cluster_proxy") {
+      pid = start_service(p, "cluster_proxy");
     }
     if (!pid) {
       return make_error(pid.error().code, "starting " + p.name + " failed (log: " + p.log + "):\n" +
@@ -379,6 +381,63 @@ void wait_for_sync(const ClusterManifest& m, std::ostream& progress,
               "logs)\n";
 }
 
+// The cluster proxy (REST API, config/cluster-proxy.example.yaml documents every key): after the
+// shard proxies, which it reaches through ZooKeeper's registrations (their addresses are also in
+// its config as the fallback). Its bearer token for writes is recorded in cluster.json as
+// users.rest.password, and its URL as endpoints.rest. The config holds secrets: mode 0600.
+Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClusterOptions& options,
+                         const std::optional<SystemUser>& run_as) {
+  const PortLayout ports = port_layout(options.base_port);
+  const auto dir = options.dir / "cluster_proxy";
+  std::filesystem::create_directories(dir);
+  if (auto st = chown_path(dir, run_as); !st) return st;
+  m.users["rest"] = {"bearer", random_password()};
+  ManifestProcess p;
+  p.name = "cluster-proxy";
+  p.role = "cluster_proxy";
+  p.ports["http"] = ports.cluster_proxy_http();
+  p.config = (dir / "cluster_proxy.yaml").string();
+  p.log = (dir / "cluster_proxy.log").string();
+  std::string shards;
+  for (const auto* sp : m.with_role("shard_proxy")) {
+    shards += "    \"" + sp->shard.value_or("-") +
+              "\": {proxies: [\"127.0.0.1:" + std::to_string(sp->ports.at("pg")) + "\"]}\n";
+  }
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "cluster_proxy:\n"
+      "  id: cluster-proxy\n"
+      "  listen: {address: 127.0.0.1, http_port: " +
+      std::to_string(p.ports.at("http")) +
+      "}\n"
+      "  io_threads: 2\n"
+      "  zookeeper: {hosts: \"" +
+      m.zookeeper +
+      "\", session_timeout_ms: 10000}\n"
+      "  shards:\n" +
+      shards +
+      "  backend:\n"
+      "    database: " +
+      m.database + "\n    user: " + m.users.at("admin").name + "\n    password: \"" +
+      m.users.at("admin").password +
+      "\"\n"
+      "    pool_size: 8\n"
+      "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 30000, request_timeout_ms: 35000}\n"
+      "  cache: {stats_ttl_ms: 500}\n"
+      "  auth:\n"
+      "    write_tokens: [\"" +
+      m.users.at("rest").password + "\"]\n";
+  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
+  close(fd);
+  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  m.endpoints["rest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
+  m.processes.push_back(p);
+  return launcher.start(m.processes.back());
+}
+
 // Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
 // failure part-way is cleaned up by stopping exactly what the manifest lists.
 Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
@@ -514,6 +573,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
     if (auto st = launcher.start(m.processes.back()); !st) return st.error();
   }
   if (auto st = start_config_services(m, launcher, options, run_as); !st) return st.error();
+  if (auto st = add_cluster_proxy(m, launcher, options, run_as); !st) return st.error();
   return m;
 }
 
@@ -702,7 +762,8 @@ Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::p
     if (p.role == "zookeeper") {
       h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
       h.detail = h.responding ? "imok" : "no answer to ruok";
-    } else if (p.role == "shard_proxy" || p.role == "config_service") {
+    } else if (p.role == "shard_proxy" || p.role == "config_service" ||
+               p.role == "cluster_proxy") {
       int code = http_get_status(p.ports.at("http"), "/readyz");
       h.responding = code == 200;
       h.detail = code == 200 ? "ready"

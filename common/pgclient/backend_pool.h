@@ -1,4 +1,5 @@
-// BackendPool: the server connections of one worker to one PostgreSQL node for one user.
+// BackendPool: the connections of one worker to one PostgreSQL server (or shard proxy) for one
+// user.
 // Connections are leased exclusively (transaction pooling: for one transaction, then returned);
 // at most max_size exist; requests beyond that wait in FIFO order up to wait_timeout and then fail
 // with a clear error instead of piling up. A new address (a failover) retires every connection to
@@ -17,9 +18,9 @@
 #include <vector>
 
 #include "common/core/result.h"
-#include "shard_proxy/src/backend_connection.h"
+#include "common/pgclient/backend_connection.h"
 
-namespace tally::shard_proxy {
+namespace tally {
 
 // Pool sizes summed over every pool of the process, for /metrics (read from any thread).
 struct PoolGauges {
@@ -87,4 +88,4 @@ class BackendPool {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-}  // namespace tally::shard_proxy
+}  // namespace tally

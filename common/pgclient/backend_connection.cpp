@@ -1,8 +1,8 @@
-#include "shard_proxy/src/backend_connection.h"
+#include "common/pgclient/backend_connection.h"
 
 #include <boost/asio/post.hpp>
 
-namespace tally::shard_proxy {
+namespace tally {
 
 namespace asio = boost::asio;
 
@@ -267,4 +267,4 @@ void BackendConnection::finish_exchange(Status status) {
   if (sink != nullptr) sink->on_exchange_done(std::move(status));
 }
 
-}  // namespace tally::shard_proxy
+}  // namespace tally

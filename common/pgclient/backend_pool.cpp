@@ -1,8 +1,8 @@
-#include "shard_proxy/src/backend_pool.h"
+#include "common/pgclient/backend_pool.h"
 
 #include <boost/asio/post.hpp>
 
-namespace tally::shard_proxy {
+namespace tally {
 
 namespace asio = boost::asio;
 
@@ -147,4 +147,4 @@ void BackendPool::set_target(std::string node, std::string conninfo) {
   publish();
 }
 
-}  // namespace tally::shard_proxy
+}  // namespace tally

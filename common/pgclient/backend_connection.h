@@ -1,9 +1,10 @@
-// BackendConnection: one server connection of the shard proxy, a non-blocking libpq connection
-// driven by the io_context of the worker that owns it (libpq's socket is watched with Asio; nothing
-// here blocks). It connects, runs one exchange at a time (a simple query, or a pipeline of
-// extended-protocol steps ending in a sync) and hands every PGresult to the exchange's sink, in
-// order. It also remembers which statements are prepared on this server connection.
-// Thread: only the owning worker's io_context thread touches it.
+// BackendConnection: one non-blocking libpq connection driven by the io_context of the worker that
+// owns it (libpq's socket is watched with Asio; nothing here blocks). The shard proxy uses it for
+// its PostgreSQL servers, the cluster proxy for its shard proxies. It connects, runs one exchange
+// at a time (a simple query, or a pipeline of extended-protocol steps ending in a sync) and hands
+// every PGresult to the exchange's sink, in order. It also remembers which statements are prepared
+// on this server connection. Thread: only the owning worker's io_context thread (an io_context run
+// by one thread) touches it.
 #pragma once
 
 #include <libpq-fe.h>
@@ -20,7 +21,7 @@
 
 #include "common/core/result.h"
 
-namespace tally::shard_proxy {
+namespace tally {
 
 // Receives the results of one exchange. Results are owned by the connection and valid only during
 // the call; a sink copies or encodes what it needs.
@@ -103,4 +104,4 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   std::chrono::steady_clock::time_point last_used_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace tally::shard_proxy
+}  // namespace tally
