@@ -85,6 +85,24 @@ class ShardOperationsTest : public ::testing::Test {
     dir_.reset();
   }
 
+  // For scenarios that play config_service's part by hand: stops cs1/cs2 (cluster up starts them
+  // again) and undoes what they manage, synchronous replication on the leader and `sync` in
+  // ZooKeeper, as their downgrade would (record first).
+  static void stop_config_services() {
+    for (const auto* p : manifest_.with_role("config_service")) {
+      if (process_alive(p->pid)) {
+        ASSERT_TRUE(stop_process(p->pid, p->config, SIGTERM, std::chrono::seconds(10)).ok());
+      }
+    }
+    int32_t version = 0;
+    ShardRecord r = record(&version);
+    r.sync = false;
+    ASSERT_TRUE(zk_->set(topology_paths::shard("-"), encode_shard(r), version).ok());
+    PgClient leader(admin_info(r.leader));
+    ASSERT_EQ(leader.query("ALTER SYSTEM SET synchronous_standby_names = ''"), "OK");
+    ASSERT_EQ(leader.query("SELECT pg_reload_conf()"), "t");
+  }
+
   static ShardRecord record(int32_t* version = nullptr) {
     auto node = zk_->get(topology_paths::shard("-"));
     EXPECT_TRUE(node.ok());
@@ -228,8 +246,14 @@ TEST_F(ShardOperationsTest, SwitchoverUnderWritesLosesNothingAndSwitchesBack) {
     EXPECT_EQ(after.leader, before.replica);
     EXPECT_EQ(after.replica, before.leader);
     EXPECT_EQ(after.state, "serving");
-    EXPECT_FALSE(after.sync);
     EXPECT_TRUE(after.fenced.empty());
+    // Switchover leaves sync false; config_service confirms synchronous replication again.
+    bool sync_back = false;
+    for (int i = 0; i < 100 && !sync_back; ++i) {
+      sync_back = record().sync;
+      if (!sync_back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(sync_back) << "config_service did not restore sync after the switchover";
 
     // Every acknowledged id is on the new leader.
     std::string ids;
@@ -284,6 +308,10 @@ TEST_F(ShardOperationsTest, SwitchoverRefusesWithoutAStreamingReplica) {
 }
 
 TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
+  // This scenario makes the failover itself (to get a diverged old leader for pg_rewind);
+  // config_service's own failovers are covered by config_service_integration_test and
+  // failover_chaos.
+  ASSERT_NO_FATAL_FAILURE(stop_config_services());
   int32_t version = 0;
   ShardRecord before = record(&version);
   ASSERT_EQ(before.state, "serving");
@@ -384,6 +412,9 @@ TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
 }
 
 TEST_F(ShardOperationsTest, TopologyShowReportsHealthAndItsAge) {
+  // The health records below are written by hand; a running config_service would overwrite them.
+  ASSERT_NO_FATAL_FAILURE(stop_config_services());
+  (void)zk_->remove(topology_paths::health("-"));  // the one the config services left
   ShardRecord r = record();
   auto show = tallyctl({"topology", "show"});
   ASSERT_EQ(show.exit_code, 0) << show.output;
