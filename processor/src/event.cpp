@@ -224,6 +224,12 @@ bool digits(std::string_view s, size_t pos, size_t n, int& out) {
 
 }  // namespace
 
+int partition_of(std::string_view video_id, int partitions) {
+  __extension__ using u128 = unsigned __int128;
+  auto wide = static_cast<u128>(ksid_for(video_id)) * static_cast<unsigned>(partitions);
+  return static_cast<int>(wide >> 64);
+}
+
 std::string_view event_type_name(EventType type) {
   return kTypeNames[static_cast<size_t>(type)];
 }

@@ -74,4 +74,9 @@ constexpr int64_t minute_of(int64_t ts_ms) {
   return m * 60000;
 }
 
+// The log partition of a video: partitions split the keyspace-id space into equal contiguous
+// ranges (partition = ksid * partitions / 2^64), so with a power-of-two partition count at least
+// the shard count, each partition's events belong to one shard of a uniform keyspace.
+int partition_of(std::string_view video_id, int partitions);
+
 }  // namespace tally::processor
