@@ -98,13 +98,13 @@ void DedupCache::evict_oldest() {
   size_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void DedupCache::insert(const DedupKey& k, int64_t offset, int64_t now_ms) {
+void DedupCache::insert(const DedupKey& k, int64_t position, int64_t now_ms) {
   if (size() == capacity_) {
     evict_oldest();
     evicted_early_.fetch_add(1, std::memory_order_relaxed);
   }
   size_t i = find(k);
-  slots_[i] = Slot{k, offset};
+  slots_[i] = Slot{k, position};
   ring_[(head_ + size()) % capacity_] = Aged{k, now_ms};
   size_.fetch_add(1, std::memory_order_relaxed);
   if (size() == capacity_) {
@@ -115,15 +115,15 @@ void DedupCache::insert(const DedupKey& k, int64_t offset, int64_t now_ms) {
   }
 }
 
-bool DedupCache::check(const DedupKey& key, int64_t offset, int64_t now_ms) {
+bool DedupCache::check(const DedupKey& key, int64_t position, int64_t now_ms) {
   while (size() > 0 && ring_[head_].ts_ms < now_ms - window_ms_) evict_oldest();
   size_t i = find(key);
   if (!empty(slots_[i].key)) {
-    // Seen at an earlier offset: a duplicate. At this offset or later: this is a replay of the
+    // Seen at an earlier position: a duplicate. At this position or later: this is a replay of the
     // first occurrence (or of one that came after an eviction), which counts.
-    return slots_[i].first_offset < offset;
+    return slots_[i].first_position < position;
   }
-  insert(key, offset, now_ms);
+  insert(key, position, now_ms);
   return false;
 }
 
@@ -138,7 +138,7 @@ Status DedupCache::save(const std::filesystem::path& file, int64_t covered_offse
     const Aged& a = ring_[(head_ + n) % capacity_];
     put<uint64_t>(out, a.key.hi);
     put<uint64_t>(out, a.key.lo);
-    put<int64_t>(out, slots_[find(a.key)].first_offset);
+    put<int64_t>(out, slots_[find(a.key)].first_position);
     put<int64_t>(out, a.ts_ms);
   }
   put<uint32_t>(out, crc32c(out.data(), out.size()));

@@ -1,12 +1,12 @@
 // DedupCache: one partition's memory of recent event ids (design brief: dedup over a window, 10
 // minutes by default), within a fixed memory budget. Keys are a 128-bit hash of (video_id,
 // event_id). The clock is the append time stored in each log record, and every entry remembers the
-// log offset where its id first appeared: an event is a duplicate iff an EARLIER offset holds its
-// id within the window. That makes the decision a function of the log alone, so replaying the log
-// after a restart (from a snapshot older or newer than the shards' marks) decides exactly as the
-// first pass did. When the budget binds, the oldest ids are forgotten early and the effective
-// window shrinks (effective_window_ms(), shown in /metrics).
-// Snapshots (save/load) write the entries and the offset they cover to a file atomically
+// log position (record offset and index in the record) where its id first appeared: an event is a
+// duplicate iff an EARLIER position holds its id within the window. That makes the decision a
+// function of the log alone, so replaying the log after a restart (from a snapshot older or newer
+// than the shards' marks) decides exactly as the first pass did. When the budget binds, the oldest
+// ids are forgotten early and the effective window shrinks (effective_window_ms(), shown in
+// /metrics). Snapshots (save/load) write the entries and the offset they cover to a file atomically
 // (temporary file, fsync, rename, fsync of the directory).
 // Threads: owned by its partition's consumer thread; effective_window_ms() and size() are atomics
 // any thread may read.
@@ -41,9 +41,10 @@ class DedupCache {
 
   DedupCache(int64_t window_ms, size_t capacity);
 
-  // True when `key` appeared at an earlier offset within the window (a duplicate: drop it);
-  // otherwise remembers it (first seen at `offset`, at `now_ms`) and returns false.
-  bool check(const DedupKey& key, int64_t offset, int64_t now_ms);
+  // True when `key` appeared at an earlier position within the window (a duplicate: drop it);
+  // otherwise remembers it (first seen at `position`, at `now_ms`) and returns false. Positions
+  // order events in the log: (record offset << 20) | index of the event in its record.
+  bool check(const DedupKey& key, int64_t position, int64_t now_ms);
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   size_t capacity() const { return capacity_; }
@@ -62,7 +63,7 @@ class DedupCache {
  private:
   struct Slot {
     DedupKey key;
-    int64_t first_offset;
+    int64_t first_position;
   };
   struct Aged {
     DedupKey key;

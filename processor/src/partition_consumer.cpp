@@ -11,6 +11,9 @@ namespace tally::processor {
 
 namespace {
 
+// A record holds fewer than 2^20 events (at most ~1 MiB of events of at least 19 bytes).
+constexpr int kIndexBits = 20;
+
 void inc(Counter* c, uint64_t n = 1) {
   if (c != nullptr) c->inc(n);
 }
@@ -80,6 +83,7 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
   const int64_t min_mark = *std::min_element(marks.begin(), marks.end());
   const int64_t max_mark = *std::max_element(marks.begin(), marks.end());
   const auto end_at_start = static_cast<int64_t>(log_.end_offset());
+  const auto recovered_end = static_cast<int64_t>(log_.recovery().end_offset);
   if (max_mark >= end_at_start) {
     fail("a shard holds this partition up to offset " + std::to_string(max_mark) +
          " but the log ends at " + std::to_string(end_at_start - 1) +
@@ -158,9 +162,12 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
     const bool counts = offset > min_mark;
     uint64_t dups = 0;
     EventView e;
+    int64_t index = 0;
     while (batch->next(e)) {
+      // The event's position in the log: its record's offset and its index in the record.
+      int64_t position = (offset << kIndexBits) | index++;
       if (!e.event_id.empty() &&
-          dedup_.check(dedup_key(e.video_id, e.event_id), offset, batch->append_ms())) {
+          dedup_.check(dedup_key(e.video_id, e.event_id), position, batch->append_ms())) {
         ++dups;
         continue;
       }
@@ -175,8 +182,9 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
       batch_events += batch->count();
       inc(metrics_.events, batch->count());
       inc(metrics_.duplicates, dups);
-      if (offset < end_at_start) {
-        backlog_.fetch_add(batch->count(), std::memory_order_relaxed);  // replayed, not ingested
+      if (offset < recovered_end) {
+        // In the log before this process started: not counted by ingest.
+        backlog_.fetch_add(batch->count(), std::memory_order_relaxed);
       }
       if (cuts.count(offset) || agg.rows() >= options_.max_batch_rows) flush();
     }

@@ -12,8 +12,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr size_t kMaxRecordPayload = 1 << 20;  // a request's events of one partition per record
-
 // One ingest request waiting for its records to become durable.
 struct PendingIngest {
   Responder respond;
@@ -44,7 +42,9 @@ HttpResponse retry_later(int status, std::string_view message, int retry_after_s
 }  // namespace
 
 ProcessorServer::ProcessorServer(ProcessorConfig config, const Clock* clock)
-    : config_(std::move(config)), clock_(clock ? *clock : system_clock_) {
+    : config_(std::move(config)),
+      clock_(clock ? *clock : system_clock_),
+      record_limit_(std::min<uint64_t>(1 << 20, config_.segment_bytes / 4)) {
   for (const auto& k : config_.api_keys) {
     buckets_.emplace(k.key, std::make_unique<TokenBucket>(k.events_per_second, k.burst, clock_));
     key_names_.emplace(k.key, k.name);
@@ -64,7 +64,7 @@ Status ProcessorServer::start() {
   const auto partitions = static_cast<size_t>(config_.partitions);
   LogOptions log_options;
   log_options.segment_bytes = config_.segment_bytes;
-  log_options.max_payload_bytes = static_cast<uint32_t>(kMaxRecordPayload + 4096);
+  log_options.max_payload_bytes = static_cast<uint32_t>(record_limit_ + 1024);
   log_options.fsync = config_.fsync;
   size_t dedup_capacity =
       DedupCache::capacity_for(config_.dedup_memory_bytes / static_cast<int64_t>(partitions));
@@ -282,7 +282,8 @@ void ProcessorServer::handle_events(HttpRequest&& request, Responder respond) {
     while (begin < events.size()) {
       size_t end = begin;
       size_t bytes = kEventBatchHeaderBytes;
-      while (end < events.size() && bytes + encoded_event_size(*events[end]) <= kMaxRecordPayload) {
+      while (end < events.size() &&
+             (end == begin || bytes + encoded_event_size(*events[end]) <= record_limit_)) {
         bytes += encoded_event_size(*events[end]);
         ++end;
       }

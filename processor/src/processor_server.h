@@ -68,6 +68,8 @@ class ProcessorServer {
   ProcessorConfig config_;
   SystemClock system_clock_;
   const Clock& clock_;
+  // A request's events of one partition go to records of at most this many payload bytes.
+  const size_t record_limit_;
   MetricsRegistry registry_;
   std::map<std::string, std::unique_ptr<TokenBucket>, std::less<>> buckets_;  // by key
   std::map<std::string, std::string, std::less<>> key_names_;                 // key -> name
