@@ -141,6 +141,9 @@ int cluster_up(const Args& a, std::ostream& out, std::ostream& err) {
       out << "  (metrics http://127.0.0.1:" << p.ports.at("http") << "/metrics)";
     out << "\n";
   }
+  if (auto ingest = m->endpoints.find("ingest"); ingest != m->endpoints.end() && ingest->second) {
+    out << "  ingest:     POST " << *ingest->second << "/v1/events  (processor)\n";
+  }
   out << "  status:     tallyctl cluster status --dir " << o.dir.string() << "\n"
       << "  stop:       tallyctl cluster down --dir " << o.dir.string() << "\n";
   return 0;

@@ -163,6 +163,8 @@ class Launcher {
       pid = start_service(p, "config_service");
     } else if (p.role == "cluster_proxy") {
       pid = start_service(p, "cluster_proxy");
+    } else if (p.role == "processor") {
+      pid = start_service(p, "processor");
     }
     if (!pid) {
       return make_error(pid.error().code, "starting " + p.name + " failed (log: " + p.log + "):\n" +
@@ -438,6 +440,53 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
   return launcher.start(m.processes.back());
 }
 
+// The processor (ingest API, config/processor.example.yaml documents every key), started last.
+// It applies its counters through the cluster proxy when cluster.json lists one (endpoints.rest,
+// with the write token in users.rest.password); otherwise accepted events stay in its log until a
+// cluster proxy is configured. Its URL is recorded as endpoints.ingest. The config may hold the
+// token: mode 0600.
+Status add_processor(ClusterManifest& m, Launcher& launcher, const LocalClusterOptions& options,
+                     const std::optional<SystemUser>& run_as) {
+  const PortLayout ports = port_layout(options.base_port);
+  const auto dir = options.dir / "processor";
+  std::filesystem::create_directories(dir / "data");
+  if (auto st = chown_path(dir, run_as); !st) return st;
+  if (auto st = chown_path(dir / "data", run_as); !st) return st;
+  ManifestProcess p;
+  p.name = "processor";
+  p.role = "processor";
+  p.ports["http"] = ports.processor_http();
+  p.data_dir = (dir / "data").string();
+  p.config = (dir / "processor.yaml").string();
+  p.log = (dir / "processor.log").string();
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "processor:\n"
+      "  id: p1\n"
+      "  data_dir: \"" +
+      p.data_dir +
+      "\"\n"
+      "  partitions: 4\n"
+      "  http: {address: 127.0.0.1, port: " +
+      std::to_string(p.ports.at("http")) +
+      ", threads: 2}\n"
+      "  flush: {interval_ms: 1000}\n";
+  auto rest = m.endpoints.find("rest");
+  if (rest != m.endpoints.end() && rest->second && m.users.count("rest")) {
+    text += "  cluster_proxy: {url: \"" + *rest->second + "\", token: \"" +
+            m.users.at("rest").password + "\"}\n";
+  }
+  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
+  close(fd);
+  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  m.endpoints["ingest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
+  m.processes.push_back(p);
+  return launcher.start(m.processes.back());
+}
+
 // Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
 // failure part-way is cleaned up by stopping exactly what the manifest lists.
 Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
@@ -574,6 +623,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
   }
   if (auto st = start_config_services(m, launcher, options, run_as); !st) return st.error();
   if (auto st = add_cluster_proxy(m, launcher, options, run_as); !st) return st.error();
+  if (auto st = add_processor(m, launcher, options, run_as); !st) return st.error();
   return m;
 }
 
@@ -763,7 +813,7 @@ Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::p
       h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
       h.detail = h.responding ? "imok" : "no answer to ruok";
     } else if (p.role == "shard_proxy" || p.role == "config_service" ||
-               p.role == "cluster_proxy") {
+               p.role == "cluster_proxy" || p.role == "processor") {
       int code = http_get_status(p.ports.at("http"), "/readyz");
       h.responding = code == 200;
       h.detail = code == 200 ? "ready"

@@ -80,6 +80,10 @@ TEST_F(LocalClusterTest, UpStartsEveryProcessAndWritesTheManifest) {
   ASSERT_EQ(m.with_role("cluster_proxy").size(), 1u);
   EXPECT_EQ(m.endpoints["rest"], "http://127.0.0.1:" + std::to_string(base_port_ + 1));
   EXPECT_GE(m.users["rest"].password.size(), 16u);
+  ASSERT_EQ(m.with_role("processor").size(), 1u);
+  ASSERT_TRUE(m.endpoints.count("ingest") && m.endpoints.at("ingest").has_value());
+  EXPECT_EQ(*m.endpoints.at("ingest"),
+            "http://127.0.0.1:" + std::to_string(m.with_role("processor")[0]->ports.at("http")));
   for (const auto& p : m.processes) {
     EXPECT_TRUE(process_alive(p.pid)) << p.name << " pid " << p.pid;
     EXPECT_FALSE(p.log.empty()) << p.name;

@@ -1,0 +1,359 @@
+#include "processor/src/event.h"
+
+#include <array>
+#include <cctype>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/core/quote.h"
+#include "common/keyspace/ksid.h"
+
+namespace tally::processor {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::array<std::string_view, kEventTypeCount> kTypeNames = {"view", "like", "dislike",
+                                                                      "share", "watch_time"};
+
+// A DOM parser that records the parse error's message instead of throwing, so a malformed body
+// or line becomes a Result / rejection without an exception on the request path.
+class DomParser : public nlohmann::detail::json_sax_dom_parser<json> {
+ public:
+  explicit DomParser(json& target) : json_sax_dom_parser(target, false) {}
+  template <class Exception>
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const Exception& ex) {
+    error_ = ex.what();
+    // "[json.exception.parse_error.101] parse error at ..." reads better without the tag.
+    if (auto p = error_.find("] "); p != std::string::npos) error_.erase(0, p + 2);
+    return false;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+};
+
+bool parse_json(std::string_view text, json& out, std::string& error) {
+  DomParser parser(out);
+  bool ok = json::sax_parse(text.begin(), text.end(), &parser,
+                            nlohmann::detail::input_format_t::json, true);
+  if (!ok || !parser.error().empty()) {
+    error = parser.error().empty() ? "not valid JSON" : parser.error();
+    return false;
+  }
+  return true;
+}
+
+// A JSON value for an error message: strings quoted safely, everything else as compact JSON,
+// both cut at 80 bytes.
+std::string show(const json& v) {
+  if (v.is_string()) return quote_for_message(v.get_ref<const std::string&>());
+  std::string s = v.dump(-1, ' ', true, json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 80) + "...";
+  return s;
+}
+
+std::string_view type_of(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::number_float:
+      return "a fractional number";
+    default:
+      return "a number";
+  }
+}
+
+std::string format_utc(int64_t ms);
+
+// Validates one event object; on success fills `e`, otherwise returns the reason.
+std::optional<std::string> validate(const json& v, int64_t now_ms, const EventLimits& limits,
+                                    Event& e) {
+  if (!v.is_object()) return "expected an event object, got " + std::string(type_of(v));
+  bool have_video = false, have_type = false, have_ts = false;
+  for (const auto& [key, field] : v.items()) {
+    if (key == "event_id") {
+      if (field.is_null()) continue;
+      if (!field.is_string()) {
+        return "event_id: expected a string of 1-128 characters of [A-Za-z0-9._:-], got " +
+               show(field);
+      }
+      const auto& id = field.get_ref<const std::string&>();
+      if (auto st = validate_event_id(id); !st) return st.error().message;
+      e.event_id = id;
+    } else if (key == "video_id") {
+      if (!field.is_string()) {
+        return "video_id: expected a string of 1-64 characters of [A-Za-z0-9_-], got " +
+               show(field);
+      }
+      const auto& id = field.get_ref<const std::string&>();
+      if (auto st = validate_video_id(id); !st) return st.error().message;
+      e.video_id = id;
+      have_video = true;
+    } else if (key == "event_type") {
+      auto t =
+          field.is_string() ? parse_event_type(field.get_ref<const std::string&>()) : std::nullopt;
+      if (!t) {
+        return "event_type: expected one of view, like, dislike, share, watch_time, got " +
+               show(field);
+      }
+      e.type = *t;
+      have_type = true;
+    } else if (key == "ts") {
+      std::optional<int64_t> ts;
+      if (field.is_number_integer()) {
+        if (field.is_number_unsigned() && field.get<uint64_t>() > uint64_t{INT64_MAX}) {
+          ts = std::nullopt;
+        } else {
+          ts = field.get<int64_t>();
+        }
+      } else if (field.is_string()) {
+        ts = parse_rfc3339_ms(field.get_ref<const std::string&>());
+      }
+      if (!ts) {
+        return "ts: expected epoch milliseconds as an integer or an RFC 3339 date-time like "
+               "\"2025-11-22T10:00:00.250Z\", got " +
+               show(field);
+      }
+      if (*ts < now_ms - limits.max_age_ms || *ts > now_ms + limits.max_future_ms) {
+        return "ts: " + show(field) + " (" + format_utc(*ts) +
+               ") is outside the accepted window: expected between now - " +
+               std::to_string(limits.max_age_ms) + " ms and now + " +
+               std::to_string(limits.max_future_ms) + " ms (now is " + format_utc(now_ms) + ")";
+      }
+      e.ts_ms = *ts;
+      have_ts = true;
+    } else if (key == "value") {
+      if (field.is_null()) continue;
+      bool in_range = false;
+      if (field.is_number_unsigned()) {
+        in_range = field.get<uint64_t>() <= static_cast<uint64_t>(limits.max_value);
+      } else if (field.is_number_integer()) {
+        in_range = field.get<int64_t>() >= 0 && field.get<int64_t>() <= limits.max_value;
+      }
+      if (!in_range) {
+        return "value: expected an integer from 0 to " + std::to_string(limits.max_value) +
+               " (watch_time in ms), got " + show(field);
+      }
+      e.value = field.get<int64_t>();
+    } else {
+      return "unknown field " + quote_for_message(key) +
+             ": expected only event_id, video_id, event_type, ts, value";
+    }
+  }
+  if (!have_video) return "video_id: missing (a string of 1-64 characters of [A-Za-z0-9_-])";
+  if (!have_type) {
+    return "event_type: missing (one of view, like, dislike, share, watch_time)";
+  }
+  if (!have_ts) return "ts: missing (epoch milliseconds or an RFC 3339 date-time)";
+  return std::nullopt;
+}
+
+void add_event(const json& v, size_t index, int64_t now_ms, const EventLimits& limits,
+               ParsedEvents& out) {
+  Event e;
+  if (auto reason = validate(v, now_ms, limits, e)) {
+    out.rejected.push_back(Rejection{index, std::move(*reason)});
+  } else {
+    out.events.push_back(std::move(e));
+  }
+}
+
+Error too_many(const EventLimits& limits) {
+  return make_error(ErrorCode::kInvalidArgument, "too many events in one body: expected at most " +
+                                                     std::to_string(limits.max_events));
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+std::string format_utc(int64_t ms) {
+  int64_t days = ms / 86400000;
+  int64_t rem = ms % 86400000;
+  if (rem < 0) {
+    rem += 86400000;
+    --days;
+  }
+  // civil_from_days
+  int64_t z = days + 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t y = static_cast<int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  y += m <= 2;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ",
+                static_cast<long long>(y), m, d, static_cast<long long>(rem / 3600000),
+                static_cast<long long>(rem / 60000 % 60), static_cast<long long>(rem / 1000 % 60),
+                static_cast<long long>(rem % 1000));
+  return buf;
+}
+
+bool digits(std::string_view s, size_t pos, size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  out = v;
+  return true;
+}
+
+}  // namespace
+
+int partition_of(std::string_view video_id, int partitions) {
+  __extension__ using u128 = unsigned __int128;
+  auto wide = static_cast<u128>(ksid_for(video_id)) * static_cast<unsigned>(partitions);
+  return static_cast<int>(wide >> 64);
+}
+
+std::string_view event_type_name(EventType type) {
+  return kTypeNames[static_cast<size_t>(type)];
+}
+
+std::optional<EventType> parse_event_type(std::string_view name) {
+  for (size_t i = 0; i < kTypeNames.size(); ++i) {
+    if (kTypeNames[i] == name) return static_cast<EventType>(i);
+  }
+  return std::nullopt;
+}
+
+Status validate_event_id(std::string_view id) {
+  auto fail = [&](const std::string& found) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "event_id " + quote_for_message(id) +
+                          ": expected 1-128 characters of [A-Za-z0-9._:-], " + found);
+  };
+  if (id.empty()) return fail("got an empty string");
+  if (id.size() > kMaxEventIdLength)
+    return fail("got " + std::to_string(id.size()) + " characters");
+  for (size_t i = 0; i < id.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(id[i]);
+    if (!(std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-')) {
+      std::string shown =
+          c >= 0x20 && c < 0x7f ? std::string("'") + static_cast<char>(c) + "'" : "byte 0x";
+      if (shown == "byte 0x") append_hex_byte(shown, c);
+      return fail("found " + shown + " at position " + std::to_string(i));
+    }
+  }
+  return ok_status();
+}
+
+std::optional<int64_t> parse_rfc3339_ms(std::string_view s) {
+  int year, month, day, hour, minute, second;
+  if (!digits(s, 0, 4, year) || s.size() < 20 || s[4] != '-' || !digits(s, 5, 2, month) ||
+      s[7] != '-' || !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !digits(s, 11, 2, hour) || s[13] != ':' || !digits(s, 14, 2, minute) || s[16] != ':' ||
+      !digits(s, 17, 2, second)) {
+    return std::nullopt;
+  }
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] + (month == 2 && leap ? 1 : 0) ||
+      hour > 23 || minute > 59 || second > 59) {
+    return std::nullopt;
+  }
+  size_t pos = 19;
+  int64_t millis = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    size_t start = pos;
+    int64_t scale = 100;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      millis += (s[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == start) return std::nullopt;
+  }
+  int64_t offset_min = 0;
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    int oh, om;
+    if (!digits(s, pos + 1, 2, oh) || pos + 3 >= s.size() || s[pos + 3] != ':' ||
+        !digits(s, pos + 4, 2, om) || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offset_min = (oh * 60 + om) * (s[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (pos != s.size()) return std::nullopt;
+  int64_t days = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_min * 60;
+  return secs * 1000 + millis;
+}
+
+Result<ParsedEvents> parse_events(std::string_view body, int64_t now_ms,
+                                  const EventLimits& limits) {
+  ParsedEvents out;
+  size_t first = body.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "empty body: expected a JSON array of events or NDJSON (one event object "
+                      "per line)");
+  }
+  if (body[first] == '[') {
+    json root;
+    std::string error;
+    if (!parse_json(body, root, error)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "body is not a valid JSON array of events: " + error);
+    }
+    if (root.size() > limits.max_events) return too_many(limits);
+    out.total = root.size();
+    out.events.reserve(root.size());
+    for (size_t i = 0; i < root.size(); ++i) add_event(root[i], i, now_ms, limits, out);
+    return out;
+  }
+  size_t index = 0;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find('\n', pos);
+    if (end == std::string_view::npos) end = body.size();
+    std::string_view line = body.substr(pos, end - pos);
+    pos = end + 1;
+    size_t a = line.find_first_not_of(" \t\r");
+    if (a == std::string_view::npos) continue;
+    size_t b = line.find_last_not_of(" \t\r");
+    line = line.substr(a, b - a + 1);
+    if (index >= limits.max_events) return too_many(limits);
+    json v;
+    std::string error;
+    if (!parse_json(line, v, error)) {
+      out.rejected.push_back(Rejection{index, "not a valid JSON object: " + error});
+    } else {
+      add_event(v, index, now_ms, limits, out);
+    }
+    ++index;
+  }
+  out.total = index;
+  return out;
+}
+
+}  // namespace tally::processor

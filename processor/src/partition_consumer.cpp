@@ -1,0 +1,194 @@
+#include "processor/src/partition_consumer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "common/metrics/metrics_registry.h"
+#include "processor/src/event_batch.h"
+
+namespace tally::processor {
+
+namespace {
+
+// A record holds fewer than 2^20 events (at most ~1 MiB of events of at least 19 bytes).
+constexpr int kIndexBits = 20;
+
+void inc(Counter* c, uint64_t n = 1) {
+  if (c != nullptr) c->inc(n);
+}
+
+}  // namespace
+
+PartitionConsumer::PartitionConsumer(PartitionLog& log, CounterWriter& writer, DedupCache& dedup,
+                                     ConsumerOptions options, ConsumerMetrics metrics,
+                                     std::atomic<int64_t>& backlog_events)
+    : log_(log),
+      writer_(writer),
+      dedup_(dedup),
+      options_(std::move(options)),
+      metrics_(metrics),
+      backlog_(backlog_events) {}
+
+PartitionConsumer::~PartitionConsumer() {
+  stop();
+}
+
+void PartitionConsumer::start(std::vector<int64_t> shard_marks) {
+  thread_ =
+      std::thread([this, marks = std::move(shard_marks)]() mutable { run(std::move(marks)); });
+}
+
+void PartitionConsumer::stop() {
+  stopping_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string PartitionConsumer::failure() const {
+  std::lock_guard lock(mu_);
+  return failure_;
+}
+
+void PartitionConsumer::fail(const std::string& message) {
+  std::fprintf(stderr, "processor: partition %d consumer stopped: %s\n", options_.partition,
+               message.c_str());
+  std::lock_guard lock(mu_);
+  failure_ = message;
+}
+
+void PartitionConsumer::snapshot() {
+  int64_t covered = consumed_.load();
+  if (auto st = dedup_.save(options_.snapshot_file, covered); !st) {
+    std::fprintf(stderr, "processor: partition %d: dedup snapshot failed: %s\n", options_.partition,
+                 st.error().message.c_str());
+    return;
+  }
+  snapshot_offset_.store(covered);
+  inc(metrics_.snapshots);
+  // Below both the snapshot and every shard's mark, nothing is needed any more.
+  int64_t floor = std::min(covered, writer_.applied_through());
+  if (floor >= 0) {
+    auto deleted = log_.truncate_before(static_cast<uint64_t>(floor) + 1);
+    if (!deleted.ok()) {
+      std::fprintf(stderr, "processor: partition %d: %s\n", options_.partition,
+                   deleted.error().message.c_str());
+    } else {
+      inc(metrics_.truncated_segments, *deleted);
+    }
+  }
+}
+
+void PartitionConsumer::run(std::vector<int64_t> marks) {
+  using Clock = std::chrono::steady_clock;
+  const int64_t min_mark = *std::min_element(marks.begin(), marks.end());
+  const int64_t max_mark = *std::max_element(marks.begin(), marks.end());
+  const auto end_at_start = static_cast<int64_t>(log_.end_offset());
+  const auto recovered_end = static_cast<int64_t>(log_.recovery().end_offset);
+  if (max_mark >= end_at_start) {
+    fail("a shard holds this partition up to offset " + std::to_string(max_mark) +
+         " but the log ends at " + std::to_string(end_at_start - 1) +
+         ": the data directory is not the one the shards saw (lost or foreign log); refusing to "
+         "reuse those offsets");
+    return;
+  }
+  int64_t snap = -1;
+  auto loaded = dedup_.load(options_.snapshot_file);
+  if (loaded.ok()) {
+    snap = *loaded;
+  } else if (loaded.error().code != ErrorCode::kNotFound) {
+    std::fprintf(stderr, "processor: partition %d: %s; starting with an empty dedup cache\n",
+                 options_.partition, loaded.error().message.c_str());
+  }
+  snapshot_offset_.store(snap);
+  int64_t start = std::min(snap, min_mark) + 1;
+  const auto log_start = static_cast<int64_t>(log_.start_offset());
+  if (start < log_start) {
+    if (min_mark + 1 < log_start) {
+      fail("the log starts at offset " + std::to_string(log_start) + " but a shard needs it from " +
+           std::to_string(min_mark + 1));
+      return;
+    }
+    start = log_start;  // dedup state older than the log: ids before it are forgotten
+  }
+  std::set<int64_t> cuts(marks.begin(), marks.end());
+  int64_t batch_from = min_mark;
+  consumed_.store(start - 1);
+
+  LogReader reader(log_, static_cast<uint64_t>(start));
+  Aggregator agg;
+  uint64_t batch_events = 0;
+  auto last_flush = Clock::now();
+  auto last_snapshot = Clock::now();
+
+  auto flush = [&] {
+    last_flush = Clock::now();
+    int64_t to = consumed_.load();
+    if (to <= batch_from) return;
+    FlushBatch b;
+    b.partition = options_.partition;
+    b.from_offset = batch_from;
+    b.to_offset = to;
+    b.rows = agg.take();
+    b.events = batch_events;
+    writer_.enqueue(std::move(b));
+    inc(metrics_.batches);
+    batch_from = to;
+    batch_events = 0;
+  };
+
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    auto now = Clock::now();
+    if (now - last_flush >= options_.flush_interval) flush();
+    if (now - last_snapshot >= options_.snapshot_interval) {
+      snapshot();
+      last_snapshot = now;
+    }
+    auto next = reader.next();
+    if (!next.ok()) {
+      fail(next.error().message);
+      return;
+    }
+    if (!next->has_value()) {
+      log_.wait_for(reader.position(), std::chrono::milliseconds(20));
+      continue;
+    }
+    const RecordView& rec = **next;
+    const auto offset = static_cast<int64_t>(rec.offset);
+    auto batch = EventBatchReader::open(rec.payload);
+    if (!batch.ok()) {
+      fail("offset " + std::to_string(offset) + ": " + batch.error().message);
+      return;
+    }
+    const bool counts = offset > min_mark;
+    uint64_t dups = 0;
+    EventView e;
+    int64_t index = 0;
+    while (batch->next(e)) {
+      // The event's position in the log: its record's offset and its index in the record.
+      int64_t position = (offset << kIndexBits) | index++;
+      if (!e.event_id.empty() &&
+          dedup_.check(dedup_key(e.video_id, e.event_id), position, batch->append_ms())) {
+        ++dups;
+        continue;
+      }
+      if (counts) agg.add(e.video_id, e.type, e.ts_ms, e.value);
+    }
+    if (batch->failed()) {
+      fail("offset " + std::to_string(offset) + ": event batch runs past its record");
+      return;
+    }
+    consumed_.store(offset);
+    if (counts) {
+      batch_events += batch->count();
+      inc(metrics_.events, batch->count());
+      inc(metrics_.duplicates, dups);
+      if (offset < recovered_end) {
+        // In the log before this process started: not counted by ingest.
+        backlog_.fetch_add(batch->count(), std::memory_order_relaxed);
+      }
+      if (cuts.count(offset) || agg.rows() >= options_.max_batch_rows) flush();
+    }
+  }
+}
+
+}  // namespace tally::processor
