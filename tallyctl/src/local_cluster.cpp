@@ -236,6 +236,23 @@ ManifestProcess pg_process(const std::filesystem::path& dir, int index, const st
   return p;
 }
 
+// Writes a generated service config: mode 0600 from creation on (it holds this cluster's
+// passwords and tokens) and owned by the service account when there is one.
+Status write_private_file(const std::string& path, const std::string& text,
+                          const std::optional<SystemUser>& run_as) {
+  struct OwnedFd {
+    int fd;
+    ~OwnedFd() {
+      if (fd >= 0) close(fd);
+    }
+  } file{open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+  if (file.fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + path);
+  bool ok = write(file.fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (run_as && fchown(file.fd, run_as->uid, run_as->gid) != 0) ok = false;
+  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + path);
+  return ok_status();
+}
+
 // The shard proxy's YAML (config/shard-proxy.example.yaml documents every key). Generated per
 // cluster: it holds this cluster's passwords, so it is readable by the service account only.
 Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& record,
@@ -278,13 +295,7 @@ Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& rec
       "\"}\n"
       "      " +
       m.users.at("analyst").name + ": {password: \"" + m.users.at("analyst").password + "\"}\n";
-  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
-  close(fd);
-  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  return ok_status();
+  return write_private_file(p.config, text, run_as);
 }
 
 // config_service (contract 8): two instances, cs1 and cs2, one leads. Their YAML
@@ -311,13 +322,7 @@ Status write_config_service_config(const ManifestProcess& p, const ClusterManife
       "  health: {interval_ms: 250}\n"
       "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
       "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
-  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
-  close(fd);
-  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  return ok_status();
+  return write_private_file(p.config, text, run_as);
 }
 
 // Adds and starts cs1 and cs2 (after the shard proxies: they manage what the proxies serve).
@@ -429,12 +434,7 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
       "  auth:\n"
       "    write_tokens: [\"" +
       m.users.at("rest").password + "\"]\n";
-  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
-  close(fd);
-  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  if (auto st = write_private_file(p.config, text, run_as); !st) return st;
   m.endpoints["rest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
   m.processes.push_back(p);
   return launcher.start(m.processes.back());
@@ -476,12 +476,7 @@ Status add_processor(ClusterManifest& m, Launcher& launcher, const LocalClusterO
     text += "  cluster_proxy: {url: \"" + *rest->second + "\", token: \"" +
             m.users.at("rest").password + "\"}\n";
   }
-  int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
-  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  if (run_as && fchown(fd, run_as->uid, run_as->gid) != 0) ok = false;
-  close(fd);
-  if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
+  if (auto st = write_private_file(p.config, text, run_as); !st) return st;
   m.endpoints["ingest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
   m.processes.push_back(p);
   return launcher.start(m.processes.back());
@@ -812,8 +807,8 @@ Result<std::vector<ProcessHealth>> LocalCluster::status(const std::filesystem::p
     if (p.role == "zookeeper") {
       h.responding = zk_four_letter(p.ports.at("zk"), "ruok") == "imok";
       h.detail = h.responding ? "imok" : "no answer to ruok";
-    } else if (p.role == "shard_proxy" || p.role == "config_service" ||
-               p.role == "cluster_proxy" || p.role == "processor") {
+    } else if (p.role == "shard_proxy" || p.role == "config_service" || p.role == "cluster_proxy" ||
+               p.role == "processor") {
       int code = http_get_status(p.ports.at("http"), "/readyz");
       h.responding = code == 200;
       h.detail = code == 200 ? "ready"
