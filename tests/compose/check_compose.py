@@ -101,6 +101,20 @@ for line in docker_lines:
         with open(os.path.join(ROOT, "scripts", "install-deps.sh")) as f:
             check('"--build"' in f.read(), "Dockerfile runs install-deps.sh --build, which the "
                   "script does not support")
+# Every stage a compose service runs drops root (the build stage may stay root).
+stage_user, current = {}, None
+for line in docker_lines:
+    words = line.split()
+    if words[:1] == ["FROM"]:
+        current = words[3] if len(words) >= 4 and words[2].upper() == "AS" else None
+    elif words[:1] == ["USER"] and current:
+        stage_user[current] = words[1]
+for name, svc in services.items():
+    build = svc.get("build")
+    target = build.get("target") if isinstance(build, dict) else None
+    if target:
+        check(stage_user.get(target, "root") not in ("root", "0"),
+              f"Dockerfile: stage '{target}' (service {name}) runs as root: add a USER")
 with open(os.path.join(ROOT, "CMakeLists.txt")) as f:
     top = f.read()
 for needed in re.findall(r"add_subdirectory\(\s*([^\s)]+)", top) + \
