@@ -194,6 +194,16 @@ TEST(ComposeConfigTest, AnExtraKeyIsReported) {
   EXPECT_EQ(extra, std::set<std::string>{"a.d"});
 }
 
+// The example files docs/operations.md lists the keys from load with the real loaders too.
+TEST(ComposeConfigTest, ExampleConfigsLoad) {
+  const auto dir = std::filesystem::path(TALLY_SOURCE_DIR) / "config";
+  EXPECT_NO_THROW(shard_proxy::load_shard_proxy_config(dir / "shard-proxy.example.yaml"));
+  EXPECT_NO_THROW(config_service::load_config_service_config(dir / "config-service.example.yaml"));
+  EXPECT_NO_THROW(cluster_proxy::load_cluster_proxy_config(dir / "cluster-proxy.example.yaml"));
+  EXPECT_NO_THROW(processor::load_processor_config(dir / "processor.example.yaml"));
+  EXPECT_NO_THROW(load_local_cluster_options(dir / "local-cluster.yaml"));
+}
+
 // The compose `init` service's --shards argument, as tallyctl bootstrap parses it.
 TEST(ComposeConfigTest, BootstrapShardsParse) {
   auto shards = parse_bootstrap_shards(
