@@ -226,9 +226,9 @@ check(admin and analyst and token, "docker/tally.env lacks a password or the RES
 for name, cfg in configs.items():
     if "shard_proxy" in cfg:
         users = cfg["shard_proxy"]["auth"]["users"]
-        check(users.get(env.get("TALLY_ADMIN_USER"), {}).get("password") == admin,
+        check(admin and users.get(env.get("TALLY_ADMIN_USER", "tally"), {}).get("password") == admin,
               f"{name}: the admin password differs from docker/tally.env")
-        check(users.get("tally_analyst", {}).get("password") == analyst,
+        check(analyst and users.get("tally_analyst", {}).get("password") == analyst,
               f"{name}: the tally_analyst password differs from docker/tally.env")
     if "config_service" in cfg:
         check(cfg["config_service"]["postgres"]["password"] == admin,
