@@ -4,12 +4,17 @@
 # Run as root (or with sudo available).
 set -euo pipefail
 
-PACKAGES=(
+# `install-deps.sh --build`: only what compiling the binaries needs (the Dockerfile's build stage).
+BUILD_PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build ccache pkg-config git clang-format clang-tidy
+  build-essential cmake ninja-build ccache pkg-config git
   # libraries
   libpqxx-dev libpq-dev libboost-dev libboost-system-dev libzookeeper-mt-dev libyaml-cpp-dev
   googletest libgtest-dev libgmock-dev nlohmann-json3-dev libxxhash-dev libssl-dev
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
+  clang-format clang-tidy
   # servers the local cluster and the tests run for real
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
@@ -18,7 +23,11 @@ PACKAGES=(
   pgbouncer libbenchmark-dev
   # fuzzing (scripts/fuzz.sh: libFuzzer and the sanitizer runtimes)
   clang-14 libclang-rt-14-dev
+  # tests/compose/check_compose.sh validates docker-compose.yml with `docker-compose config`
+  # (Debian's docker-compose v1; it needs no Docker engine for that)
+  docker-compose
 )
+if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

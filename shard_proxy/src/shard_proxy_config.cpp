@@ -37,6 +37,8 @@ ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
 
   auto listen = s.section("listen");
   c.listen_address = listen.optional_string("address", c.listen_address, "an IP address");
+  c.advertise_address =
+      listen.optional_string("advertise_address", "", "a host name or IP address");
   c.pg_port = static_cast<int>(listen.required_int("pg_port", 1, 65535));
   c.http_port = static_cast<int>(listen.required_int("http_port", 0, 65535));
   listen.finish();

@@ -26,6 +26,9 @@ struct ShardProxyConfig {
   std::string id;     // unique per proxy; names its ZooKeeper registration
   std::string shard;  // the range it fronts, e.g. "-80"
   std::string listen_address = "127.0.0.1";
+  // The host others reach this proxy at, as registered in ZooKeeper; empty: listen_address.
+  // Needed when listen_address is 0.0.0.0 (in a container: its service name).
+  std::string advertise_address;
   int pg_port = 0;
   int http_port = 0;
   int worker_threads = 2;

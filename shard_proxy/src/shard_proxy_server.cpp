@@ -60,8 +60,10 @@ Status ShardProxyServer::start_zookeeper() {
                     }
                     state_.set_targets(record->leader, record->replica, record->state);
                   });
-  nlohmann::json me = {{"pg", config_.listen_address + ":" + std::to_string(pg_port_)},
-                       {"http", config_.listen_address + ":" + std::to_string(http_port())}};
+  const std::string& host =
+      config_.advertise_address.empty() ? config_.listen_address : config_.advertise_address;
+  nlohmann::json me = {{"pg", host + ":" + std::to_string(pg_port_)},
+                       {"http", host + ":" + std::to_string(http_port())}};
   return zk_->hold_ephemeral(topology_paths::shard_proxies(config_.shard) + "/" + config_.id,
                              me.dump());
 }

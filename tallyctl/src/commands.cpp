@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <iomanip>
 #include <map>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "common/migrations/migration_runner.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
+#include "tallyctl/src/bootstrap.h"
 #include "tallyctl/src/local_cluster.h"
 #include "tallyctl/src/shard_operations.h"
 
@@ -28,7 +30,11 @@ constexpr const char* kUsage =
     "  tallyctl topology show --dir DIR [--health-stale-ms MS]\n"
     "  tallyctl shard switchover RANGE --dir DIR [--drain-timeout-ms MS] [--config FILE]\n"
     "  tallyctl shard rejoin RANGE --dir DIR [--node HOST:PORT] [--config FILE]\n"
-    "  tallyctl migrate --dir DIR [--migrations DIR]\n";
+    "  tallyctl migrate --dir DIR [--migrations DIR]\n"
+    "  tallyctl bootstrap --zookeeper HOST:PORT --shards RANGE=LEADER[/REPLICA],... [--database "
+    "DB]\n"
+    "      [--admin-user USER] [--migrations DIR] [--wait-s S]   (passwords from the environment:\n"
+    "      TALLY_ADMIN_PASSWORD, optional TALLY_ANALYST_PASSWORD)\n";
 
 struct Args {
   std::vector<std::string> positional;
@@ -348,6 +354,42 @@ int migrate(const Args& a, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
+// Servers run by something else (docker compose): migrations on every leader, topology written
+// once.
+int bootstrap(const Args& a, std::ostream& out, std::ostream& err) {
+  for (const char* required : {"zookeeper", "shards"}) {
+    if (!a.flags.count(required)) {
+      err << "tallyctl: bootstrap needs --" << required << "\n" << kUsage;
+      return 2;
+    }
+  }
+  BootstrapOptions o;
+  o.zookeeper = a.flags.at("zookeeper");
+  auto shards = parse_bootstrap_shards(a.flags.at("shards"));
+  if (!shards) return fail(err, shards.error());
+  o.shards = *shards;
+  if (a.flags.count("database")) o.database = a.flags.at("database");
+  if (a.flags.count("admin-user")) o.admin_user = a.flags.at("admin-user");
+  o.migrations_dir =
+      a.flags.count("migrations") ? a.flags.at("migrations") : default_migrations_dir().string();
+  if (auto w = int_flag(a, "wait-s", err)) {
+    if (*w < 0) {
+      if (a.flags.at("wait-s").find_first_not_of("-0123456789") == std::string::npos)
+        err << "tallyctl: --wait-s expects 0 or more seconds, got '" << a.flags.at("wait-s")
+            << "'\n";
+      return 2;
+    }
+    o.wait = std::chrono::seconds(*w);
+  }
+  // Passwords come from the environment, never the command line (ps shows that).
+  if (const char* pw = std::getenv("TALLY_ADMIN_PASSWORD")) o.admin_password = pw;
+  if (const char* pw = std::getenv("TALLY_ANALYST_PASSWORD")) o.analyst_password = pw;
+  out << "bootstrap: " << o.shards.size() << " shards, ZooKeeper " << o.zookeeper << "\n";
+  if (auto st = bootstrap_cluster(o, out); !st) return fail(err, st.error());
+  out << "bootstrap done\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::ostream& err) {
@@ -378,6 +420,7 @@ int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::os
     if (!need_dir()) return 2;
     return migrate(*args, out, err);
   }
+  if (pos.size() == 1 && pos[0] == "bootstrap") return bootstrap(*args, out, err);
   if (pos.size() == 1 && (pos[0] == "help" || pos[0] == "--help")) {
     out << kUsage;
     return 0;

@@ -25,6 +25,122 @@
 #include "tallyctl/src/zookeeper_node.h"
 
 namespace tally {
+
+// The services' YAML as `tallyctl cluster up` writes it (declared in local_cluster.h).
+std::string shard_proxy_config_text(const ManifestProcess& p, const ShardRecord& record,
+                                    const ClusterManifest& m) {
+  return "# Written by tallyctl cluster up for this cluster.\n"
+         "shard_proxy:\n"
+         "  id: " +
+         p.name +
+         "\n"
+         "  shard: \"" +
+         *p.shard +
+         "\"\n"
+         "  listen: {address: 127.0.0.1, pg_port: " +
+         std::to_string(p.ports.at("pg")) + ", http_port: " + std::to_string(p.ports.at("http")) +
+         "}\n"
+         "  worker_threads: 2\n"
+         "  zookeeper: {hosts: \"" +
+         m.zookeeper +
+         "\", session_timeout_ms: 10000}\n"
+         "  backend:\n"
+         "    database: " +
+         m.database +
+         "\n"
+         "    leader: \"" +
+         record.leader +
+         "\"\n"
+         "    replica: \"" +
+         record.replica +
+         "\"\n"
+         "    pool_size: 20\n"
+         "  limits: {max_clients: 1000, pool_wait_timeout_ms: 5000, statement_timeout_ms: 30000, "
+         "max_replica_lag_ms: 1000}\n"
+         "  cache: {max_bytes: 67108864}\n"
+         "  auth:\n"
+         "    method: scram-sha-256\n"
+         "    users:\n"
+         "      " +
+         m.users.at("admin").name + ": {password: \"" + m.users.at("admin").password +
+         "\"}\n"
+         "      " +
+         m.users.at("analyst").name + ": {password: \"" + m.users.at("analyst").password + "\"}\n";
+}
+
+std::string config_service_config_text(const ManifestProcess& p, const ClusterManifest& m) {
+  const auto& admin = m.users.at("admin");
+  return "# Written by tallyctl cluster up for this cluster.\n"
+         "config_service:\n"
+         "  id: " +
+         p.name +
+         "\n"
+         "  zookeeper: {hosts: \"" +
+         m.zookeeper +
+         "\", session_timeout_ms: 4000}\n"
+         "  http: {listen_address: 127.0.0.1, port: " +
+         std::to_string(p.ports.at("http")) +
+         "}\n"
+         "  postgres: {user: \"" +
+         admin.name + "\", password: \"" + admin.password + "\", database: " + m.database +
+         ", connect_timeout_ms: 2000}\n"
+         "  health: {interval_ms: 250}\n"
+         "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
+         "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
+}
+
+std::string cluster_proxy_config_text(const ManifestProcess& p, const ClusterManifest& m) {
+  std::string shards;
+  for (const auto* sp : m.with_role("shard_proxy")) {
+    shards += "    \"" + sp->shard.value_or("-") +
+              "\": {proxies: [\"127.0.0.1:" + std::to_string(sp->ports.at("pg")) + "\"]}\n";
+  }
+  return "# Written by tallyctl cluster up for this cluster.\n"
+         "cluster_proxy:\n"
+         "  id: cluster-proxy\n"
+         "  listen: {address: 127.0.0.1, http_port: " +
+         std::to_string(p.ports.at("http")) +
+         "}\n"
+         "  io_threads: 2\n"
+         "  zookeeper: {hosts: \"" +
+         m.zookeeper +
+         "\", session_timeout_ms: 10000}\n"
+         "  shards:\n" +
+         shards +
+         "  backend:\n"
+         "    database: " +
+         m.database + "\n    user: " + m.users.at("admin").name + "\n    password: \"" +
+         m.users.at("admin").password +
+         "\"\n"
+         "    pool_size: 8\n"
+         "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 30000, request_timeout_ms: 35000}\n"
+         "  cache: {stats_ttl_ms: 500}\n"
+         "  auth:\n"
+         "    write_tokens: [\"" +
+         m.users.at("rest").password + "\"]\n";
+}
+
+std::string processor_config_text(const ManifestProcess& p, const ClusterManifest& m) {
+  std::string text =
+      "# Written by tallyctl cluster up for this cluster.\n"
+      "processor:\n"
+      "  id: p1\n"
+      "  data_dir: \"" +
+      p.data_dir +
+      "\"\n"
+      "  partitions: 4\n"
+      "  http: {address: 127.0.0.1, port: " +
+      std::to_string(p.ports.at("http")) +
+      ", threads: 2}\n"
+      "  flush: {interval_ms: 1000}\n";
+  auto rest = m.endpoints.find("rest");
+  if (rest != m.endpoints.end() && rest->second && m.users.count("rest")) {
+    text += "  cluster_proxy: {url: \"" + *rest->second + "\", token: \"" +
+            m.users.at("rest").password + "\"}\n";
+  }
+  return text;
+}
+
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
@@ -257,44 +373,7 @@ Status write_private_file(const std::string& path, const std::string& text,
 // cluster: it holds this cluster's passwords, so it is readable by the service account only.
 Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& record,
                                 const ClusterManifest& m, const std::optional<SystemUser>& run_as) {
-  std::string text =
-      "# Written by tallyctl cluster up for this cluster.\n"
-      "shard_proxy:\n"
-      "  id: " +
-      p.name +
-      "\n"
-      "  shard: \"" +
-      *p.shard +
-      "\"\n"
-      "  listen: {address: 127.0.0.1, pg_port: " +
-      std::to_string(p.ports.at("pg")) + ", http_port: " + std::to_string(p.ports.at("http")) +
-      "}\n"
-      "  worker_threads: 2\n"
-      "  zookeeper: {hosts: \"" +
-      m.zookeeper +
-      "\", session_timeout_ms: 10000}\n"
-      "  backend:\n"
-      "    database: " +
-      m.database +
-      "\n"
-      "    leader: \"" +
-      record.leader +
-      "\"\n"
-      "    replica: \"" +
-      record.replica +
-      "\"\n"
-      "    pool_size: 20\n"
-      "  limits: {max_clients: 1000, pool_wait_timeout_ms: 5000, statement_timeout_ms: 30000, "
-      "max_replica_lag_ms: 1000}\n"
-      "  cache: {max_bytes: 67108864}\n"
-      "  auth:\n"
-      "    method: scram-sha-256\n"
-      "    users:\n"
-      "      " +
-      m.users.at("admin").name + ": {password: \"" + m.users.at("admin").password +
-      "\"}\n"
-      "      " +
-      m.users.at("analyst").name + ": {password: \"" + m.users.at("analyst").password + "\"}\n";
+  const std::string text = shard_proxy_config_text(p, record, m);
   return write_private_file(p.config, text, run_as);
 }
 
@@ -303,25 +382,7 @@ Status write_shard_proxy_config(const ManifestProcess& p, const ShardRecord& rec
 // readable by the service account only.
 Status write_config_service_config(const ManifestProcess& p, const ClusterManifest& m,
                                    const std::optional<SystemUser>& run_as) {
-  const auto& admin = m.users.at("admin");
-  std::string text =
-      "# Written by tallyctl cluster up for this cluster.\n"
-      "config_service:\n"
-      "  id: " +
-      p.name +
-      "\n"
-      "  zookeeper: {hosts: \"" +
-      m.zookeeper +
-      "\", session_timeout_ms: 4000}\n"
-      "  http: {listen_address: 127.0.0.1, port: " +
-      std::to_string(p.ports.at("http")) +
-      "}\n"
-      "  postgres: {user: \"" +
-      admin.name + "\", password: \"" + admin.password + "\", database: " + m.database +
-      ", connect_timeout_ms: 2000}\n"
-      "  health: {interval_ms: 250}\n"
-      "  failover: {failover_after_ms: 1000, replica_unhealthy_after_ms: 1000, "
-      "pause_max_ms: 30000, promote_timeout_ms: 10000}\n";
+  const std::string text = config_service_config_text(p, m);
   return write_private_file(p.config, text, run_as);
 }
 
@@ -405,35 +466,7 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
   p.ports["http"] = ports.cluster_proxy_http();
   p.config = (dir / "cluster_proxy.yaml").string();
   p.log = (dir / "cluster_proxy.log").string();
-  std::string shards;
-  for (const auto* sp : m.with_role("shard_proxy")) {
-    shards += "    \"" + sp->shard.value_or("-") +
-              "\": {proxies: [\"127.0.0.1:" + std::to_string(sp->ports.at("pg")) + "\"]}\n";
-  }
-  std::string text =
-      "# Written by tallyctl cluster up for this cluster.\n"
-      "cluster_proxy:\n"
-      "  id: cluster-proxy\n"
-      "  listen: {address: 127.0.0.1, http_port: " +
-      std::to_string(p.ports.at("http")) +
-      "}\n"
-      "  io_threads: 2\n"
-      "  zookeeper: {hosts: \"" +
-      m.zookeeper +
-      "\", session_timeout_ms: 10000}\n"
-      "  shards:\n" +
-      shards +
-      "  backend:\n"
-      "    database: " +
-      m.database + "\n    user: " + m.users.at("admin").name + "\n    password: \"" +
-      m.users.at("admin").password +
-      "\"\n"
-      "    pool_size: 8\n"
-      "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 30000, request_timeout_ms: 35000}\n"
-      "  cache: {stats_ttl_ms: 500}\n"
-      "  auth:\n"
-      "    write_tokens: [\"" +
-      m.users.at("rest").password + "\"]\n";
+  const std::string text = cluster_proxy_config_text(p, m);
   if (auto st = write_private_file(p.config, text, run_as); !st) return st;
   m.endpoints["rest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
   m.processes.push_back(p);
@@ -459,23 +492,7 @@ Status add_processor(ClusterManifest& m, Launcher& launcher, const LocalClusterO
   p.data_dir = (dir / "data").string();
   p.config = (dir / "processor.yaml").string();
   p.log = (dir / "processor.log").string();
-  std::string text =
-      "# Written by tallyctl cluster up for this cluster.\n"
-      "processor:\n"
-      "  id: p1\n"
-      "  data_dir: \"" +
-      p.data_dir +
-      "\"\n"
-      "  partitions: 4\n"
-      "  http: {address: 127.0.0.1, port: " +
-      std::to_string(p.ports.at("http")) +
-      ", threads: 2}\n"
-      "  flush: {interval_ms: 1000}\n";
-  auto rest = m.endpoints.find("rest");
-  if (rest != m.endpoints.end() && rest->second && m.users.count("rest")) {
-    text += "  cluster_proxy: {url: \"" + *rest->second + "\", token: \"" +
-            m.users.at("rest").password + "\"}\n";
-  }
+  const std::string text = processor_config_text(p, m);
   if (auto st = write_private_file(p.config, text, run_as); !st) return st;
   m.endpoints["ingest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
   m.processes.push_back(p);

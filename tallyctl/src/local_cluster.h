@@ -14,6 +14,7 @@
 #include "common/cluster/cluster_manifest.h"
 #include "common/config/yaml_reader.h"
 #include "common/core/result.h"
+#include "common/topology/topology.h"
 
 namespace tally {
 
@@ -51,6 +52,16 @@ struct PortLayout {
   int base;
 };
 PortLayout port_layout(int base_port);
+
+// The configuration files `cluster up` writes for the services (p.config; the keys are documented
+// in config/*.example.yaml). Exposed so tests can compare them with config/compose/*.yaml.
+// cluster_proxy_config_text lists m's shard_proxy processes as its fallback; processor_config_text
+// points at m.endpoints["rest"] with the token m.users["rest"] when both are set.
+std::string shard_proxy_config_text(const ManifestProcess& p, const ShardRecord& record,
+                                    const ClusterManifest& m);
+std::string config_service_config_text(const ManifestProcess& p, const ClusterManifest& m);
+std::string cluster_proxy_config_text(const ManifestProcess& p, const ClusterManifest& m);
+std::string processor_config_text(const ManifestProcess& p, const ClusterManifest& m);
 
 struct ProcessHealth {
   std::string name;

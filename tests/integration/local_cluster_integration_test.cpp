@@ -234,6 +234,76 @@ TEST_F(LocalClusterTest, UpOnARunningClusterRestartsOnlyWhatStopped) {
   EXPECT_EQ(r.query("SELECT pg_is_in_recovery()"), "t");
 }
 
+// `tallyctl bootstrap` (docker compose's init service) against this cluster's real servers: the
+// migrations on the given leaders are a no-op (cluster up applied them), the topology goes to a
+// ZooKeeper chroot where none exists yet, and a second run keeps it. Passwords via the environment.
+TEST_F(LocalClusterTest, BootstrapMigratesLeadersAndWritesTheTopologyOnce) {
+  ASSERT_EQ(up_.exit_code, 0) << up_.output;
+  auto m = manifest();
+  std::string shards;
+  for (const std::string& shard : m.shards) {
+    std::string leader;
+    std::string replica;
+    for (const auto& p : m.processes) {
+      if (p.shard != shard) continue;
+      if (p.role == "pg_leader") leader = "127.0.0.1:" + std::to_string(p.ports.at("pg"));
+      if (p.role == "pg_replica") replica = "127.0.0.1:" + std::to_string(p.ports.at("pg"));
+    }
+    shards += (shards.empty() ? "" : ",") + shard + "=" + leader + "/" + replica;
+  }
+  ZkOptions zo;
+  zo.hosts = m.zookeeper;
+  auto zk = ZkClient::connect(zo);
+  ASSERT_TRUE(zk) << zk.error().message;
+  ASSERT_TRUE((*zk)->ensure_path("/bootstrap-test"));
+  const std::string chroot = m.zookeeper + "/bootstrap-test";
+  auto bootstrap = [&](bool with_password) {
+    std::vector<std::string> argv = {"env"};
+    if (with_password) {
+      argv.push_back("TALLY_ADMIN_PASSWORD=" + m.users["admin"].password);
+      argv.push_back("TALLY_ANALYST_PASSWORD=" + m.users["analyst"].password);
+    }
+    for (const std::string& a :
+         {project_binary("tallyctl"), std::string("bootstrap"), std::string("--zookeeper"), chroot,
+          std::string("--shards"), shards, std::string("--wait-s"), std::string("10")}) {
+      argv.push_back(a);
+    }
+    return run(argv);
+  };
+
+  auto no_password = bootstrap(false);
+  EXPECT_EQ(no_password.exit_code, 1) << no_password.output;
+  EXPECT_NE(no_password.output.find("TALLY_ADMIN_PASSWORD"), std::string::npos)
+      << no_password.output;
+
+  auto first = bootstrap(true);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("shard -80: 0 applied"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("topology written to ZooKeeper"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("tally_analyst may log in"), std::string::npos) << first.output;
+
+  ZkOptions chroot_options;
+  chroot_options.hosts = chroot;
+  auto zk_chroot = ZkClient::connect(chroot_options);
+  ASSERT_TRUE(zk_chroot) << zk_chroot.error().message;
+  auto topo = read_topology(**zk_chroot);
+  ASSERT_TRUE(topo) << topo.error().message;
+  ASSERT_EQ(topo->shards.size(), 2u);
+  EXPECT_EQ(topo->shards[0].range.name(), "-80");
+  EXPECT_EQ(shards.substr(0, shards.find(',')),
+            "-80=" + topo->shards[0].record.leader + "/" + topo->shards[0].record.replica);
+
+  auto second = bootstrap(true);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("topology already in ZooKeeper"), std::string::npos)
+      << second.output;
+  EXPECT_EQ(second.output.find("topology written"), std::string::npos) << second.output;
+
+  // The analyst's password was set to the one it had: it still logs in.
+  PgConn analyst(m.conninfo(*m.with_role("pg_leader")[0], "analyst"));
+  EXPECT_TRUE(analyst.ok());
+}
+
 // Runs last (gtest keeps declaration order): down stops everything it started.
 TEST_F(LocalClusterTest, ZDownLeavesNoProcessBehind) {
   ASSERT_EQ(up_.exit_code, 0) << up_.output;
