@@ -27,7 +27,8 @@ and the temporary directory is removed unless --keep, also on errors and Ctrl-C.
 
 Usage:
   tests/bench/cluster_proxy_bench.py [--build-dir DIR] [--quick] [--repeats R] [--duration S]
-      [--connections C] [--videos N] [--base-port P] [--markdown PATH] [--keep]
+      [--connections C] [--videos N] [--base-port P] [--baseline-proxy BIN] [--markdown PATH]
+      [--keep]
 Standard library only; needs wrk, pgbench and psql (postgresql-client-15).
 """
 
@@ -154,7 +155,7 @@ class Env:
     base_port: int = 0
     manifest: dict = field(default_factory=dict)
     cluster_started: bool = False
-    nocache_proc: Optional[subprocess.Popen] = None
+    extra_procs: List[subprocess.Popen] = field(default_factory=list)
 
     def processes(self, role: str) -> List[dict]:
         return [p for p in self.manifest.get("processes", []) if p.get("role") == role]
@@ -261,44 +262,52 @@ def load_data(env: Env, videos: int) -> None:
 
 
 def start_nocache_proxy(env: Env) -> int:
+    return start_extra_proxy(env, env.build_dir / "bin" / "cluster_proxy", NOCACHE_OFFSET, 0,
+                             "nocache")
+
+
+def start_extra_proxy(env: Env, binary: Path, offset: int, ttl_ms: int, tag: str) -> int:
+    """Another cluster proxy from `binary` on base+offset, a copy of the cluster's config with
+    stats_ttl_ms = ttl_ms; stopped by PID in the cleanup."""
     cp = env.processes("cluster_proxy")[0]
     text = Path(cp["config"]).read_text()
-    port = env.base_port + NOCACHE_OFFSET
+    port = env.base_port + offset
     old_port = f"http_port: {cp['ports']['http']}"
     if old_port not in text or "stats_ttl_ms: 500" not in text:
         raise SetupError(f"unexpected cluster proxy config {cp['config']}")
     text = (text.replace(old_port, f"http_port: {port}")
-            .replace("stats_ttl_ms: 500", "stats_ttl_ms: 0")
-            .replace("id: cluster-proxy", "id: cluster-proxy-nocache"))
-    cfg = env.tmp / "cluster_proxy_nocache.yaml"
+            .replace("stats_ttl_ms: 500", f"stats_ttl_ms: {ttl_ms}")
+            .replace("id: cluster-proxy", f"id: cluster-proxy-{tag}"))
+    cfg = env.tmp / f"cluster_proxy_{tag}.yaml"
     cfg.write_text(text)
     cfg.chmod(0o600)
-    logf = open(env.tmp / "cluster_proxy_nocache.log", "w")
-    binary = env.build_dir / "bin" / "cluster_proxy"
-    env.nocache_proc = subprocess.Popen([str(binary), "--config", str(cfg)], stdout=logf,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+    logf = open(env.tmp / f"cluster_proxy_{tag}.log", "w")
+    proc = subprocess.Popen([str(binary), "--config", str(cfg)], stdout=logf,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    env.extra_procs.append(proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if env.nocache_proc.poll() is not None:
-            raise SetupError(f"the cache-off cluster proxy exited: "
-                             f"{(env.tmp / 'cluster_proxy_nocache.log').read_text()[-2000:]}")
+        if proc.poll() is not None:
+            raise SetupError(f"the {tag} cluster proxy exited: "
+                             f"{(env.tmp / f'cluster_proxy_{tag}.log').read_text()[-2000:]}")
         if http(port, "GET", "/healthz", timeout=2)[0] == 200:
-            log(f"cache-off cluster proxy on port {port} (pid {env.nocache_proc.pid})")
+            log(f"{tag} cluster proxy ({binary}, stats_ttl_ms {ttl_ms}) on port {port} "
+                f"(pid {proc.pid})")
             return port
         time.sleep(0.2)
-    raise SetupError("the cache-off cluster proxy did not answer /healthz within 30 s")
+    raise SetupError(f"the {tag} cluster proxy did not answer /healthz within 30 s")
 
 
-def stop_nocache_proxy(env: Env) -> None:
-    p = env.nocache_proc
-    if p is None or p.poll() is not None:
-        return
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(timeout=10)
+def stop_extra_proxies(env: Env) -> None:
+    for p in env.extra_procs:
+        if p.poll() is not None:
+            continue
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def cluster_down(env: Env) -> None:
@@ -453,6 +462,8 @@ def parse_args(argv: List[str]):
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--videos", type=int, help="videos loaded (default 10000)")
     ap.add_argument("--base-port", type=int)
+    ap.add_argument("--baseline-proxy", help="another cluster_proxy binary to run side by side "
+                    "(cache on and off), e.g. a build before a change")
     ap.add_argument("--markdown", help="also write the table as Markdown to this file")
     ap.add_argument("--keep", action="store_true", help="keep the cluster and temp dir")
     args = ap.parse_args(argv)
@@ -508,6 +519,13 @@ def main(argv: List[str]) -> int:
             r = fn(2, f"warmup-{name.replace(' ', '-')}")
             if r.error and r.tps is None:
                 raise SetupError(f"warm-up of {name} failed: {r.error}")
+        if args.baseline_proxy:  # the same reads through another cluster_proxy binary
+            for ttl, offset in ((500, NOCACHE_OFFSET + 1), (0, NOCACHE_OFFSET + 2)):
+                port = start_extra_proxy(env, Path(args.baseline_proxy), offset, ttl,
+                                         f"baseline-{ttl}")
+                name = f"baseline cache {'on' if ttl else 'off'}"
+                targets[name] = (lambda p: lambda s, t: wrk_run(env, p, args.videos,
+                                                                args.connections, s))(port)
         results: Dict[str, List[RunResult]] = {name: [] for name in targets}
         names = list(targets)
         for rep in range(args.repeats):
@@ -529,7 +547,7 @@ def main(argv: List[str]) -> int:
         code = 130
     finally:
         if env is not None:
-            stop_nocache_proxy(env)
+            stop_extra_proxies(env)
             if not args.keep:
                 cluster_down(env)
         if args.keep:
