@@ -145,6 +145,10 @@ std::optional<ApiError> ApiService::check_auth(const HttpRequest& request, Acces
 }
 
 ShardWorker& ApiService::next_worker() {
+  // The handler's own thread when it is a worker's (the HTTP connections live there): no hop.
+  for (auto& w : workers_) {
+    if (w->on_this_thread()) return *w;
+  }
   return *workers_[next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size()];
 }
 

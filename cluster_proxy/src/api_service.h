@@ -1,8 +1,9 @@
 // ApiService: the REST endpoints of the cluster proxy (docs/rest-api.md), on top of HttpServer.
 // A handler validates the request on the HTTP io thread (api_request.h), routes it with the
-// current topology snapshot, and hands the shard calls to one ShardWorker; the worker's callbacks
-// build the JSON answer and respond (Responder is callable from any thread). Nothing blocks.
-// Thread: register_routes() at start-up; handlers on HTTP io threads; callbacks on workers.
+// current topology snapshot, and hands the shard calls to one ShardWorker (the one whose thread
+// the handler runs on: the HTTP connections live on the workers' io_contexts); the worker's
+// callbacks build the JSON answer and respond (Responder is callable from any thread). Nothing
+// blocks. Thread: register_routes() at start-up; handlers and callbacks on worker threads.
 #pragma once
 
 #include <atomic>

@@ -41,9 +41,11 @@ class ClusterProxyServer {
   PoolGauges gauges_;
   CircuitBreakers breakers_;
   TopologyCache topology_;
+  // Destroyed in reverse: the API, then the workers (whose io_contexts carry the HTTP connections),
+  // then the HTTP server those connections refer to.
+  std::unique_ptr<HttpServer> http_;
   std::vector<std::unique_ptr<ShardWorker>> workers_;
   std::unique_ptr<ApiService> api_;
-  std::unique_ptr<HttpServer> http_;
 };
 
 }  // namespace tally::cluster_proxy

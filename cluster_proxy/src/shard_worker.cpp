@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <deque>
@@ -375,7 +376,12 @@ void ShardWorker::stop() {
 }
 
 void ShardWorker::post(std::function<void()> fn) {
-  asio::post(io_, std::move(fn));
+  // On the worker's own thread (a request whose connection lives here): at once, no queueing.
+  asio::dispatch(io_, std::move(fn));
+}
+
+bool ShardWorker::on_this_thread() {
+  return io_.get_executor().running_in_this_thread();
 }
 
 BackendPool& ShardWorker::pool(const std::string& address) {

@@ -4,8 +4,10 @@
 // reached), send each exchange as one pipelined round trip with prepared statements, enforce the
 // call's deadline, retry idempotent calls with exponential backoff and jitter, and keep the shard's
 // circuit breaker informed. Identical concurrent read-only calls share one execution.
-// Thread: construct and start()/stop() from the owner; post() from any thread; call() only on the
-// worker's own thread (from a posted function).
+// Thread: construct and start()/stop() from the owner; post() from any thread (it runs the function
+// at once when called on the worker's own thread); call() only on the worker's own thread. The
+// HTTP server carries its connections on the workers' io_contexts, so a request normally never
+// changes threads.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -53,6 +55,8 @@ class ShardWorker {
   void start();
   void stop();
   void post(std::function<void()> fn);
+  // True on the thread running this worker's io_context.
+  bool on_this_thread();
   boost::asio::io_context& io() { return io_; }
 
   // On the worker thread. `done` runs on the worker thread, exactly once. A call whose key equals

@@ -722,6 +722,9 @@ class HttpServer::Impl {
     if (o.max_connections == 0) bad("max_connections must be at least 1");
     if (o.max_header_bytes == 0) bad("max_header_bytes must be at least 1");
     if (o.listen_backlog <= 0) bad("listen_backlog must be positive");
+    for (const auto* c : o.connection_contexts) {
+      if (c == nullptr) bad("connection_contexts must not hold a null io_context");
+    }
     core_.options = std::move(options);
     core_.metrics.init(core_.options.metrics, core_.options.name);
     std::string body = json_error_body(503, "too many connections");
@@ -875,7 +878,9 @@ class HttpServer::Impl {
 
   // On accept_strand_ from here on.
   void do_accept() {
-    acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+    const auto& contexts = core_.options.connection_contexts;
+    net::io_context& io = contexts.empty() ? io_ : *contexts[next_context_++ % contexts.size()];
+    acceptor_.async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       on_accept(ec, std::move(socket));
     });
   }
@@ -939,7 +944,8 @@ class HttpServer::Impl {
   net::strand<net::io_context::executor_type> accept_strand_;
   tcp::acceptor acceptor_;
   net::steady_timer accept_retry_;
-  bool accepting_ = false;  // on accept_strand_
+  bool accepting_ = false;   // on accept_strand_
+  size_t next_context_ = 0;  // on accept_strand_: the next of options.connection_contexts
   std::vector<std::thread> threads_;
 };
 

@@ -15,6 +15,8 @@
 // - A handler that never responds gets a 504 JSON error after options.request_timeout.
 // - Requests on one connection are handled one at a time, in order: pipelined requests are read,
 //   handled and answered in the order they arrived.
+// - With options.connection_contexts, connections (their strands, handlers and responses) run on
+//   those io_contexts instead of the server's own threads.
 // - post() runs a function on one of the server's threads (not on a connection strand); functions
 //   posted after stop() never run. io_context() exposes the same threads to services that use Asio
 //   themselves (include <boost/asio/io_context.hpp> for the full type).
@@ -97,6 +99,12 @@ struct HttpServerOptions {
   std::chrono::milliseconds request_timeout{10000};  // handler deadline, then 504
   size_t max_connections = 10000;                    // one more is answered 503 and closed
   int listen_backlog = 1024;
+  // Optional: io_contexts the owner runs (one thread each, typically) to carry the connections:
+  // accepted connections are spread over them round robin, so handlers and responses run on those
+  // threads and a service whose own work lives there never changes threads per request. The
+  // server's own `threads` then only accept and run post(). The owner keeps them running until
+  // stop() returns and destroys them only after it.
+  std::vector<boost::asio::io_context*> connection_contexts;
   // Optional: where the server registers its metrics (must outlive the server). `name` is the
   // value of their "server" label, so several servers can share one registry.
   MetricsRegistry* metrics = nullptr;

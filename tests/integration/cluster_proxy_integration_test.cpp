@@ -4,11 +4,8 @@
 // on the owning leader), idempotent re-apply, stats over ranges mixing minute/hour/day buckets
 // against a direct SQL sum over the minute table, batchGet, top, metadata PUTs, bad input, access,
 // read-your-writes, a shard with both nodes down, and ZooKeeper down.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +19,7 @@
 #include "common/keyspace/ksid.h"
 #include "common/keyspace/shard_map.h"
 #include "common/process/child_process.h"
+#include "tests/support/http_client.h"
 #include "tests/support/pg_client.h"
 #include "tests/support/test_env.h"
 
@@ -29,6 +27,8 @@ namespace tally {
 namespace {
 
 using json = nlohmann::json;
+using testing::http;
+using testing::HttpReply;
 using testing::PgClient;
 using testing::project_binary;
 using testing::run;
@@ -38,62 +38,6 @@ constexpr int64_t kMinute = 60'000;
 constexpr int64_t kHour = 60 * kMinute;
 constexpr int64_t kDay = 24 * kHour;
 constexpr int64_t k2025_11_22 = 1763769600000;  // 2025-11-22T00:00:00Z
-
-struct HttpReply {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-  json j() const { return json::parse(body, nullptr, false); }
-};
-
-// A blocking HTTP/1.1 request over loopback (Connection: close); status 0 when nothing answered.
-HttpReply http(int port, const std::string& method, const std::string& target,
-               const std::string& body = "", const std::string& token = "") {
-  HttpReply reply;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return reply;
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return reply;
-  }
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
-  if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
-  req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-         "\r\n\r\n" + body;
-  for (size_t sent = 0; sent < req.size();) {
-    ssize_t n = send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  std::string raw;
-  char buf[65536];
-  ssize_t n;
-  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  close(fd);
-  size_t head_end = raw.find("\r\n\r\n");
-  if (raw.size() < 12 || head_end == std::string::npos) return reply;
-  reply.status = std::stoi(raw.substr(9, 3));
-  size_t pos = raw.find("\r\n") + 2;
-  while (pos < head_end) {
-    size_t eol = raw.find("\r\n", pos);
-    std::string line = raw.substr(pos, eol - pos);
-    size_t colon = line.find(':');
-    std::string name = line.substr(0, colon);
-    for (auto& c : name) c = static_cast<char>(tolower(c));
-    std::string value = line.substr(colon + 1);
-    while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-    reply.headers[name] = value;
-    pos = eol + 2;
-  }
-  reply.body = raw.substr(head_end + 4);
-  return reply;
-}
 
 std::string iso(int64_t ms) {
   time_t s = static_cast<time_t>(ms / 1000);
@@ -268,13 +212,14 @@ TEST_F(ClusterProxyTest, ApplyRoutesRowsToTheirShardAndReapplyIsIdempotent) {
   // The same batch again: already applied, nothing counted twice.
   r = apply(body);
   ASSERT_EQ(r.status, 200);
-  for (const auto& s : r.j()["shards"]) EXPECT_EQ(s["outcome"], "already_applied") << r.body;
+  for (json parsed_reply = r.j(); const auto& s : parsed_reply["shards"])
+    EXPECT_EQ(s["outcome"], "already_applied") << r.body;
   // A batch straddling the mark: overlap, nothing counted.
   body["from_offset"] = 5;
   body["to_offset"] = 20;
   r = apply(body);
   ASSERT_EQ(r.status, 200);
-  for (const auto& s : r.j()["shards"]) {
+  for (json parsed_reply = r.j(); const auto& s : parsed_reply["shards"]) {
     EXPECT_EQ(s["outcome"], "overlap") << r.body;
     EXPECT_EQ(s["mark"], 10);
   }
@@ -287,7 +232,8 @@ TEST_F(ClusterProxyTest, ApplyRoutesRowsToTheirShardAndReapplyIsIdempotent) {
   auto marks = http(rest_port(), "GET", "/v1/counters:marks?processor_id=route", "", token());
   ASSERT_EQ(marks.status, 200) << marks.body;
   ASSERT_EQ(marks.j()["shards"].size(), 2u);
-  for (const auto& s : marks.j()["shards"]) EXPECT_EQ(s["marks"]["0"], 10) << marks.body;
+  for (json parsed_reply = marks.j(); const auto& s : parsed_reply["shards"])
+    EXPECT_EQ(s["marks"]["0"], 10) << marks.body;
   // Reads through the REST API find the rows on either shard.
   for (size_t s = 0; s < 2; ++s) {
     auto g = get("/v1/videos/" + ids_[s][0] + "/stats?event_type=like&start=" + iso(k2025_11_22) +
@@ -317,7 +263,8 @@ TEST_F(ClusterProxyTest, StatsOverMixedBucketsEqualADirectSumOverMinutes) {
                   {"to_offset", 300},
                   {"rows", rows}});
   ASSERT_EQ(r.status, 200) << r.body;
-  for (const auto& s : r.j()["shards"]) ASSERT_EQ(s["outcome"], "applied") << r.body;
+  for (json parsed_reply = r.j(); const auto& s : parsed_reply["shards"])
+    ASSERT_EQ(s["outcome"], "applied") << r.body;
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past the stats cache TTL
 
   struct Range {
@@ -642,7 +589,8 @@ TEST_F(ClusterProxyTest, ZooKeeperDownKeepsServingTheLastTopology) {
                      {"minute", k2025_11_22},
                      {"count", 1}}}}});
   ASSERT_EQ(a.status, 200);
-  for (const auto& s : a.j()["shards"]) EXPECT_EQ(s["outcome"], "applied") << a.body;
+  for (json parsed_reply = a.j(); const auto& s : parsed_reply["shards"])
+    EXPECT_EQ(s["outcome"], "applied") << a.body;
   EXPECT_EQ(get("/v1/topology").j()["zookeeper"]["stale"], true);
   ASSERT_NO_FATAL_FAILURE(cluster_up());
   bool fresh = false;

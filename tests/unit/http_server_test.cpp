@@ -14,6 +14,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -434,6 +437,64 @@ TEST_F(HttpServerTest, HandlerRespondsLaterFromAnotherThread) {
   EXPECT_EQ(r->body, R"({"done":true})");
   EXPECT_NE(handler_thread.get_future().get(), responder_thread.get_future().get());
   later.join();
+}
+
+TEST_F(HttpServerTest, ConnectionContextsCarryConnectionsHandlersAndLaterResponses) {
+  // Two io_contexts of the owner, one thread each: connections go round robin to them, and the
+  // handler and a later response (posted on the same io_context) run on the owner's threads.
+  boost::asio::io_context a(1);
+  boost::asio::io_context b(1);
+  auto guard_a = boost::asio::make_work_guard(a);
+  auto guard_b = boost::asio::make_work_guard(b);
+  std::thread ta([&] { a.run(); });
+  std::thread tb([&] { b.run(); });
+  const std::thread::id id_a = ta.get_id();
+  const std::thread::id id_b = tb.get_id();
+  std::mutex mu;
+  std::vector<std::thread::id> handler_threads;
+  std::vector<std::thread::id> respond_threads;
+  {
+    HttpServerOptions o = test_options();
+    o.connection_contexts = {&a, &b};
+    HttpServer server(o);
+    server.route("GET", "/where", [&](HttpRequest&&, Responder respond) {
+      {
+        std::lock_guard lock(mu);
+        handler_threads.push_back(std::this_thread::get_id());
+      }
+      boost::asio::io_context& own = a.get_executor().running_in_this_thread() ? a : b;
+      boost::asio::post(own, [&, respond = std::move(respond)] {
+        {
+          std::lock_guard lock(mu);
+          respond_threads.push_back(std::this_thread::get_id());
+        }
+        respond(HttpResponse::text(200, "ok"));
+      });
+    });
+    ASSERT_TRUE(server.start().ok());
+    for (int i = 0; i < 4; ++i) {
+      auto r = get(server.port(), "/where");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200);
+      EXPECT_EQ(r->body, "ok");
+    }
+    server.stop();
+  }
+  guard_a.reset();
+  guard_b.reset();
+  ta.join();
+  tb.join();
+  ASSERT_EQ(handler_threads.size(), 4u);
+  ASSERT_EQ(respond_threads.size(), 4u);
+  EXPECT_EQ(std::count(handler_threads.begin(), handler_threads.end(), id_a), 2);
+  EXPECT_EQ(std::count(handler_threads.begin(), handler_threads.end(), id_b), 2);
+  EXPECT_EQ(handler_threads, respond_threads);
+}
+
+TEST(HttpServerOptionsTest, NullConnectionContextIsRefused) {
+  HttpServerOptions o;
+  o.connection_contexts = {nullptr};
+  EXPECT_THROW(HttpServer{o}, std::invalid_argument);
 }
 
 TEST_F(HttpServerTest, HandlerThatNeverRespondsGets504AndConnectionStaysUsable) {
