@@ -269,6 +269,40 @@ TEST_F(ProcessorIntegrationTest, CountsAndSumsAreExactWithDuplicatesAndBadEvents
   }
 }
 
+TEST_F(ProcessorIntegrationTest, LoadgenCommandAuditsAndItsAuditCatchesADisagreement) {
+  // The command line: reads cluster.json, sends, audits, exit 0.
+  auto cli = run({project_binary("loadgen"), "--dir", dir_->path().string(), "--rate", "1000",
+                  "--duration", "3", "--videos", "10", "--run-id", "cli"});
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_NE(cli.output.find("mismatches"), std::string::npos) << cli.output;
+  EXPECT_NE(cli.output.find(": OK"), std::string::npos) << cli.output;
+
+  // The audit is not vacuous: one extra like for a video of the run, posted behind the
+  // loadgen's back, must show up as exactly that mismatch.
+  auto o = loadgen_options("extra");
+  o.duration = std::chrono::seconds(2);
+  o.videos = 5;
+  auto lg = Loadgen::create(o);
+  ASSERT_TRUE(lg.ok()) << lg.error().message;
+  (*lg)->run();
+  json extra = json::array({{{"event_id", "not-from-loadgen"},
+                             {"video_id", (*lg)->video_id(3)},
+                             {"event_type", "like"},
+                             {"ts", now_ms()}}});
+  auto posted = request(endpoint("ingest"), "POST", "/v1/events", extra.dump());
+  ASSERT_EQ(posted.status, 200) << posted.body;
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // past a flush and the apply
+  auto report = (*lg)->audit(std::chrono::seconds(3));
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  ASSERT_EQ(report->mismatches.size(), 1u) << format_audit((*lg)->stats(), *report);
+  const auto& m = report->mismatches[0];
+  EXPECT_EQ(m.key.video_id, (*lg)->video_id(3));
+  EXPECT_EQ(m.key.event_type, "like");
+  EXPECT_EQ(m.got.count, m.expected.count + 1);
+  EXPECT_NE(format_audit((*lg)->stats(), *report).find("MISMATCH " + (*lg)->video_id(3) + " like"),
+            std::string::npos);
+}
+
 TEST_F(ProcessorIntegrationTest, KillNineMidStreamLosesNothingAndCountsNothingTwice) {
   auto o = loadgen_options("killnine");
   o.duration = std::chrono::seconds(16);
