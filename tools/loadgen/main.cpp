@@ -124,8 +124,7 @@ int main(int argc, char** argv) {
   (*lg)->run();
   auto stats = (*lg)->stats();
   if (!audit) {
-    tally::AuditReport none;
-    std::cout << tally::format_audit(stats, none);
+    std::cout << tally::format_stats(stats);
     return 0;
   }
   auto report = (*lg)->audit(std::chrono::milliseconds(static_cast<int64_t>(audit_wait_s * 1000)));

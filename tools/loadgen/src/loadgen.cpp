@@ -297,7 +297,7 @@ Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
   }
 }
 
-std::string format_audit(const LoadgenStats& s, const AuditReport& report) {
+std::string format_stats(const LoadgenStats& s) {
   std::ostringstream out;
   out << "sent for " << s.seconds << " s: " << s.events_accepted << " events accepted ("
       << (s.seconds > 0 ? static_cast<int64_t>(s.events_accepted / s.seconds) : 0) << "/s), "
@@ -316,6 +316,12 @@ std::string format_audit(const LoadgenStats& s, const AuditReport& report) {
     out << ")";
   }
   out << "\n";
+  return out.str();
+}
+
+std::string format_audit(const LoadgenStats& s, const AuditReport& report) {
+  std::ostringstream out;
+  out << format_stats(s);
   size_t shown = 0;
   for (const auto& m : report.mismatches) {
     if (++shown > 50) {

@@ -119,6 +119,9 @@ class Loadgen {
   Ledger ledger_;
 };
 
+// One line: what the run sent, got acknowledged and retried.
+std::string format_stats(const LoadgenStats& stats);
+
 // Human summary: the run's stats, then per mismatch "video type: expected count/sum, got ...",
 // then one verdict line.
 std::string format_audit(const LoadgenStats& stats, const AuditReport& report);
