@@ -1,5 +1,6 @@
 #include "cluster_proxy/src/api_request.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <limits>
@@ -444,8 +445,8 @@ ApiResult<TopRequest> parse_top_query(const Query& q, const ApiLimits& limits) {
 ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limits) {
   auto j = parse_object(body);
   if (!j.ok()) return j.error();
-  if (auto e =
-          unknown_keys(*j, "", {"processor_id", "partition", "from_offset", "to_offset", "rows"})) {
+  if (auto e = unknown_keys(
+          *j, "", {"processor_id", "partition", "from_offset", "to_offset", "rows", "shards"})) {
     return *e;
   }
   ApplyRequest out;
@@ -469,6 +470,30 @@ ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limi
   if (out.to_offset <= out.from_offset) {
     return bad_parameter("to_offset", std::to_string(out.to_offset),
                          "an integer > from_offset (" + std::to_string(out.from_offset) + ")");
+  }
+  if (auto shards = j->find("shards"); shards != j->end()) {
+    constexpr const char* kShardsExpected =
+        "a non-empty JSON array of distinct shard ranges like \"-80\" (or no \"shards\" for all)";
+    if (!shards->is_array() || shards->empty() || shards->size() > 256) {
+      return bad_parameter("shards", json_text(*shards), kShardsExpected);
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < shards->size(); ++i) {
+      const json& name = (*shards)[i];
+      const std::string where = "shards[" + std::to_string(i) + "]";
+      if (!name.is_string())
+        return bad_parameter(where, json_text(name), "a shard range like \"-80\"");
+      auto range = ShardRange::parse(name.get<std::string>());
+      if (!range.ok()) {
+        return bad_parameter(where, name.get<std::string>(),
+                             "a shard range like \"-80\" or \"80-\"");
+      }
+      if (std::find(names.begin(), names.end(), range->name()) != names.end()) {
+        return bad_parameter(where, name.get<std::string>(), kShardsExpected);
+      }
+      names.push_back(range->name());
+    }
+    out.shards = std::move(names);
   }
   auto rows = j->find("rows");
   if (rows == j->end() || !rows->is_array()) {

@@ -127,6 +127,9 @@ struct ApplyRequest {
   int64_t from_offset = 0;
   int64_t to_offset = 0;
   std::vector<ApplyRow> rows;
+  // Optional "shards": canonical range names the batch goes to (a retry addressing only the
+  // shards that failed); absent = every shard of the keyspace.
+  std::optional<std::vector<std::string>> shards;
 };
 ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limits);
 // The function's jsonb argument for some of a request's rows: contract 9's rows plus "ksid" (the

@@ -437,9 +437,33 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   for (size_t i = 0; i < parsed->rows.size(); ++i) {
     rows_by_shard[r->index_for(parsed->rows[i].ksid)].push_back(i);
   }
-  // Every shard gets the batch, rows or not, so every shard's mark advances (contract 9).
+  // Every shard gets the batch, rows or not, so every shard's mark advances (contract 9); a
+  // retry naming "shards" goes to those only, and only if the keyspace still has them.
+  std::vector<bool> wanted(r->shards.size(), !parsed->shards.has_value());
+  if (parsed->shards) {
+    std::string current;
+    for (const auto& shard : r->shards) current += (current.empty() ? "" : ", ") + shard.name;
+    for (const auto& name : *parsed->shards) {
+      size_t s = 0;
+      while (s < r->shards.size() && r->shards[s].name != name) ++s;
+      if (s == r->shards.size()) {
+        ApiError e;
+        e.status = 409;
+        e.parameter = "shards";
+        e.value = name;
+        e.expected = "a shard of the current keyspace (" + current + ")";
+        e.message = "shards: " + name + " is not a shard of the current keyspace (" + current +
+                    "); resend the batch without \"shards\"";
+        return respond(to_response(e));
+      }
+      wanted[s] = true;
+    }
+  }
   std::vector<ShardCall> calls;
+  std::vector<std::vector<size_t>> rows_by_call;
   for (size_t s = 0; s < r->shards.size(); ++s) {
+    if (!wanted[s]) continue;
+    rows_by_call.push_back(rows_by_shard[s]);
     // Re-sending is safe by contract 4, so the call is retried like a read.
     ShardCall call = make_call(r->shards[s], true, /*write=*/true);
     call.exchanges.push_back(
@@ -459,10 +483,10 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   state->pending = calls.size();
   state->respond = std::move(respond);
   ShardWorker& w = next_worker();
-  w.post([this, &w, state, calls = std::move(calls), rows_by_shard]() mutable {
+  w.post([this, &w, state, calls = std::move(calls), rows_by_call]() mutable {
     for (size_t s = 0; s < calls.size(); ++s) {
       std::string shard_name = calls[s].shard;
-      size_t nrows = rows_by_shard[s].size();
+      size_t nrows = rows_by_call[s].size();
       w.call(std::move(calls[s]),
              [this, state, s, shard_name, nrows](Result<ShardCallResults> result) {
                json j = {{"shard", shard_name}, {"rows", nrows}};

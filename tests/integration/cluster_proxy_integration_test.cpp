@@ -244,6 +244,65 @@ TEST_F(ClusterProxyTest, ApplyRoutesRowsToTheirShardAndReapplyIsIdempotent) {
   }
 }
 
+TEST_F(ClusterProxyTest, ApplyWithShardsGoesOnlyToTheNamedShards) {
+  const int64_t minute = k2025_11_22 + 5 * kHour;
+  json rows = json::array();
+  // ids_[s][5] only: the other videos' shares are read by later tests.
+  for (size_t s = 0; s < 2; ++s) {
+    rows.push_back(
+        {{"video_id", ids_[s][5]}, {"event_type", "share"}, {"minute", minute}, {"count", 3}});
+  }
+  json body = {{"processor_id", "retry"}, {"partition", 0}, {"from_offset", -1},
+               {"to_offset", 10},         {"rows", rows},   {"shards", {manifest_.shards[1]}}};
+  auto r = apply(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["shards"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["shards"][0]["shard"], manifest_.shards[1]);
+  EXPECT_EQ(r.j()["shards"][0]["outcome"], "applied") << r.body;
+  EXPECT_EQ(r.j()["shards"][0]["rows"], 1);
+  // The other shard was not asked: no rows, no mark.
+  auto marks = http(rest_port(), "GET", "/v1/counters:marks?processor_id=retry", "", token());
+  ASSERT_EQ(marks.status, 200) << marks.body;
+  for (const auto& s : marks.j()["shards"]) {
+    if (s["shard"] == manifest_.shards[0]) {
+      EXPECT_FALSE(s["marks"].contains("0")) << marks.body;
+    } else {
+      EXPECT_EQ(s["marks"]["0"], 10) << marks.body;
+    }
+  }
+  PgClient l0(leader_info(0));
+  EXPECT_EQ(l0.query_params("SELECT count(*) FROM video_stats_minute WHERE video_id = $1 AND "
+                            "event_type = 'share'",
+                            {ids_[0][5]}),
+            "0");
+  // The whole batch again (an old-style request): the skipped shard applies, the other answers
+  // already_applied, and nothing counts twice.
+  body.erase("shards");
+  r = apply(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["shards"].size(), 2u) << r.body;
+  for (const auto& s : r.j()["shards"]) {
+    EXPECT_EQ(s["outcome"], s["shard"] == manifest_.shards[0] ? "applied" : "already_applied")
+        << r.body;
+  }
+  for (size_t s = 0; s < 2; ++s) {
+    PgClient leader(leader_info(s));
+    EXPECT_EQ(leader.query_params("SELECT count FROM video_totals WHERE video_id = $1 AND "
+                                  "event_type = 'share'",
+                                  {ids_[s][5]}),
+              "3")
+        << manifest_.shards[s];
+  }
+  // A range the keyspace does not have: 409 naming it, nothing applied.
+  body["shards"] = {"-40"};
+  body["from_offset"] = 10;
+  body["to_offset"] = 20;
+  r = apply(body);
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_NE(r.body.find("-40"), std::string::npos) << r.body;
+  EXPECT_EQ(r.j()["error"]["parameter"], "shards") << r.body;
+}
+
 TEST_F(ClusterProxyTest, StatsOverMixedBucketsEqualADirectSumOverMinutes) {
   // One video per shard with counts spread over three days at uneven minutes.
   json rows = json::array();

@@ -311,6 +311,30 @@ TEST(ApiRequestTest, ApplyBodyAddsKsidAndValidatesRows) {
              "missing");
 }
 
+TEST(ApiRequestTest, ApplyShardsAddressARetryToSomeShards) {
+  ApiLimits limits;
+  const std::string head =
+      R"({"processor_id":"p1","partition":0,"from_offset":-1,"to_offset":5,"rows":[])";
+  auto all = parse_apply(head + "}", limits);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  EXPECT_FALSE(all->shards.has_value());  // old requests: every shard
+  auto some = parse_apply(head + R"(,"shards":["80-","-80"]})", limits);
+  ASSERT_TRUE(some.ok()) << some.error().message;
+  EXPECT_EQ(*some->shards, (std::vector<std::string>{"80-", "-80"}));
+
+  auto err = [&](std::string_view tail) {
+    auto r = parse_apply(head + std::string(tail), limits);
+    EXPECT_FALSE(r.ok()) << tail;
+    return r.ok() ? ApiError{} : r.error();
+  };
+  expect_bad(err(R"(,"shards":[]})"), "shards", "non-empty JSON array");
+  expect_bad(err(R"(,"shards":"-80"})"), "shards", "non-empty JSON array");
+  expect_bad(err(R"(,"shards":["-80",7]})"), "shards[1]", "shard range");
+  expect_bad(err(R"(,"shards":["north"]})"), "shards[0]", "shard range");
+  expect_bad(err(R"(,"shards":["0-80"]})"), "shards[0]", "shard range");  // names are canonical
+  expect_bad(err(R"(,"shards":["-80","-80"]})"), "shards[1]", "distinct");
+}
+
 TEST(ApiRequestTest, ReadTokensRoundTrip) {
   ReadToken t;
   t.lsn_by_shard["-80"] = 0x16B3748;

@@ -1,0 +1,347 @@
+#include "tools/loadgen/src/loadgen.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/http/http_client.h"
+
+namespace tally {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kTypes[] = {"view", "like", "dislike", "share", "watch_time"};
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_run_id() {
+  std::random_device rd;
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::string id = "lg";
+  for (int i = 0; i < 8; ++i) id += kAlphabet[rd() % (sizeof(kAlphabet) - 1)];
+  return id;
+}
+
+bool valid_id_chars(const std::string& s) {
+  return !s.empty() && s.size() <= 40 && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c));
+  });
+}
+
+struct PendingEvent {
+  CounterKey key;
+  int64_t value = 0;
+};
+
+void add(std::map<CounterKey, CounterTotals>& into, const PendingEvent& e) {
+  auto& t = into[e.key];
+  ++t.count;
+  t.sum += e.value;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Loadgen>> Loadgen::create(LoadgenOptions o) {
+  auto bad = [](const std::string& what) { return make_error(ErrorCode::kInvalidArgument, what); };
+  if (auto u = parse_http_url(o.ingest_url); !u) return bad("ingest URL: " + u.error().message);
+  if (!o.rest_url.empty()) {
+    if (auto u = parse_http_url(o.rest_url); !u) return bad("REST URL: " + u.error().message);
+  }
+  if (!(o.rate > 0))
+    return bad("rate: expected events per second > 0, got " + std::to_string(o.rate));
+  if (o.duration.count() <= 0) return bad("duration: expected > 0 ms");
+  if (o.videos < 1 || o.videos > 1000000)
+    return bad("videos: expected 1 to 1000000, got " + std::to_string(o.videos));
+  if (o.batch < 1 || o.batch > 10000)
+    return bad("batch: expected 1 to 10000 events per request, got " + std::to_string(o.batch));
+  if (o.producers < 1 || o.producers > 64)
+    return bad("producers: expected 1 to 64, got " + std::to_string(o.producers));
+  if (o.duplicate_percent < 0 || o.duplicate_percent > 100)
+    return bad("duplicates: expected a percentage 0-100, got " +
+               std::to_string(o.duplicate_percent));
+  if (o.watch_time_percent < 0 || o.watch_time_percent > 100)
+    return bad("watch-time share: expected a percentage 0-100, got " +
+               std::to_string(o.watch_time_percent));
+  if (o.run_id.empty()) o.run_id = random_run_id();
+  if (!valid_id_chars(o.run_id))
+    return bad("run id: expected 1-40 letters or digits, got '" + o.run_id + "'");
+  return std::unique_ptr<Loadgen>(new Loadgen(std::move(o)));
+}
+
+Loadgen::Loadgen(LoadgenOptions options) : options_(std::move(options)) {}
+
+std::string Loadgen::video_id(int k) const {
+  return options_.run_id + "_v" + std::to_string(k);
+}
+
+void Loadgen::run(const std::atomic<bool>* stop) {
+  auto start = Clock::now();
+  auto end = start + options_.duration;
+  std::vector<std::thread> threads;
+  for (int p = 0; p < options_.producers; ++p)
+    threads.emplace_back([this, p, start, end, stop] { produce(p, start, end, stop); });
+  for (auto& t : threads) t.join();
+  std::lock_guard lock(mutex_);
+  ledger_.stats.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point end,
+                      const std::atomic<bool>* stop) {
+  auto url = *parse_http_url(options_.ingest_url);
+  HttpClient client(url.host, url.port, options_.request_timeout);
+  const std::string target = url.base_path + "/v1/events";
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!options_.api_key.empty()) headers.emplace_back("X-Api-Key", options_.api_key);
+  std::mt19937_64 rng(std::hash<std::string>{}(options_.run_id) + static_cast<uint64_t>(producer));
+  std::uniform_int_distribution<int> video(0, options_.videos - 1);
+  std::uniform_int_distribution<int> percent(0, 99);
+  std::uniform_int_distribution<int64_t> watch_ms(1, 600000);
+  // Each producer sends one batch per interval; together they make `rate`.
+  const auto interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+      static_cast<double>(options_.batch) * options_.producers / options_.rate));
+  auto next = start + interval * producer / options_.producers;
+  int64_t seq = 0;
+
+  // Sends `body` until a 200 (returns its parsed answer) or the retry budget ends (nullopt).
+  auto send = [&](const std::string& body) -> std::optional<json> {
+    auto backoff = std::chrono::milliseconds(50);
+    for (;;) {
+      auto r = client.request("POST", target, body, headers);
+      int status = r ? r->status : 0;
+      if (status == 200) {
+        json answer = json::parse(r->body, nullptr, false);
+        if (!answer.is_discarded() && answer.contains("rejected")) return answer;
+      }
+      {
+        std::lock_guard lock(mutex_);
+        ++ledger_.stats.requests_failed;
+        ++ledger_.stats.failures_by_status[status];
+      }
+      if (Clock::now() > end + options_.retry_budget) return std::nullopt;
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
+  };
+
+  while (Clock::now() < end && !(stop && stop->load())) {
+    std::this_thread::sleep_until(next);
+    next += interval;
+    std::vector<PendingEvent> events;
+    events.reserve(static_cast<size_t>(options_.batch));
+    std::string body = "[";
+    const int64_t ts = now_ms();
+    for (int i = 0; i < options_.batch; ++i) {
+      PendingEvent e;
+      e.key.video_id = video_id(video(rng));
+      int roll = percent(rng);
+      if (roll < options_.watch_time_percent) {
+        e.key.event_type = "watch_time";
+        e.value = watch_ms(rng);
+      } else {
+        e.key.event_type = kTypes[roll % 4];
+      }
+      if (i) body += ',';
+      body += R"({"event_id":")" + options_.run_id + "-p" + std::to_string(producer) + "-" +
+              std::to_string(seq++) + R"(","video_id":")" + e.key.video_id + R"(","event_type":")" +
+              e.key.event_type + R"(","ts":)" + std::to_string(ts);
+      if (e.value) body += R"(,"value":)" + std::to_string(e.value);
+      body += '}';
+      events.push_back(std::move(e));
+    }
+    body += ']';
+    {
+      std::lock_guard lock(mutex_);
+      if (ledger_.min_ts == 0 || ts < ledger_.min_ts) ledger_.min_ts = ts;
+      ledger_.max_ts = std::max(ledger_.max_ts, ts);
+    }
+    auto answer = send(body);
+    std::unique_lock lock(mutex_);
+    if (!answer) {
+      ledger_.stats.events_uncertain += static_cast<int64_t>(events.size());
+      for (const auto& e : events) add(ledger_.uncertain, e);
+      continue;
+    }
+    ++ledger_.stats.requests_ok;
+    std::vector<bool> rejected(events.size(), false);
+    for (const auto& r : (*answer)["rejected"]) {
+      auto index = r.value("index", static_cast<size_t>(events.size()));
+      if (index < events.size()) rejected[index] = true;
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (rejected[i]) {
+        ++ledger_.stats.events_rejected;
+      } else {
+        ++ledger_.stats.events_accepted;
+        add(ledger_.accepted, events[i]);
+      }
+    }
+    if (percent(rng) < options_.duplicate_percent) {
+      ++ledger_.stats.duplicate_batches;
+      lock.unlock();
+      auto again = send(body);  // the same ids: whatever the answer, nothing may count twice
+      lock.lock();
+      if (again) ++ledger_.stats.requests_ok;
+    }
+  }
+}
+
+LoadgenStats Loadgen::stats() const {
+  std::lock_guard lock(mutex_);
+  return ledger_.stats;
+}
+
+std::map<CounterKey, CounterTotals> Loadgen::expected() const {
+  std::lock_guard lock(mutex_);
+  return ledger_.accepted;
+}
+
+Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
+  auto url = parse_http_url(options_.rest_url);
+  if (!url) return make_error(ErrorCode::kUnavailable, "REST URL: " + url.error().message);
+  std::map<CounterKey, CounterTotals> accepted;
+  std::map<CounterKey, CounterTotals> uncertain;
+  int64_t min_ts = 0;
+  int64_t max_ts = 0;
+  {
+    std::lock_guard lock(mutex_);
+    accepted = ledger_.accepted;
+    uncertain = ledger_.uncertain;
+    min_ts = ledger_.min_ts;
+    max_ts = ledger_.max_ts;
+  }
+  if (min_ts == 0) min_ts = max_ts = now_ms();
+  // Every (video, type) of this run, so counts for pairs never acknowledged show up too.
+  std::vector<CounterKey> keys;
+  for (int v = 0; v < options_.videos; ++v)
+    for (const char* type : kTypes) keys.push_back(CounterKey{video_id(v), type});
+  const std::string start = std::to_string(min_ts - 120000);
+  const std::string end = std::to_string(max_ts + 120000);
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!options_.rest_token.empty())
+    headers.emplace_back("Authorization", "Bearer " + options_.rest_token);
+  HttpClient client(url->host, url->port, std::chrono::milliseconds(30000));
+
+  auto t0 = Clock::now();
+  AuditReport report;
+  for (;;) {
+    report = AuditReport{};
+    report.keys = keys.size();
+    for (size_t from = 0; from < keys.size(); from += 1000) {
+      size_t to = std::min(keys.size(), from + 1000);
+      json req;
+      req["requests"] = json::array();
+      for (size_t i = from; i < to; ++i) {
+        req["requests"].push_back({{"video_id", keys[i].video_id},
+                                   {"event_type", keys[i].event_type},
+                                   {"function", "sum"},
+                                   {"start", start},
+                                   {"end", end}});
+      }
+      auto r = client.request("POST", url->base_path + "/v1/stats:batchGet", req.dump(), headers);
+      json results;
+      std::string error;
+      if (!r) {
+        error = r.error().message;
+      } else if (r->status != 200) {
+        error = "HTTP " + std::to_string(r->status) + ": " + r->body;
+      } else {
+        json answer = json::parse(r->body, nullptr, false);
+        if (answer.is_discarded() || !answer.contains("results") ||
+            answer["results"].size() != to - from) {
+          error = "unexpected answer: " + r->body.substr(0, 200);
+        } else {
+          results = std::move(answer["results"]);
+        }
+      }
+      for (size_t i = from; i < to; ++i) {
+        AuditMismatch m;
+        m.key = keys[i];
+        if (auto it = accepted.find(keys[i]); it != accepted.end()) m.expected = it->second;
+        if (auto it = uncertain.find(keys[i]); it != uncertain.end())
+          m.uncertain = it->second.count;
+        report.expected_events += m.expected.count;
+        if (!error.empty()) {
+          m.error = error;
+        } else {
+          const json& item = results[i - from];
+          if (item.contains("error")) {
+            m.error = item["error"].dump();
+          } else {
+            m.got.count = item.value("count", int64_t{-1});
+            m.got.sum = item.value("sum", int64_t{-1});
+            report.got_events += std::max<int64_t>(m.got.count, 0);
+          }
+        }
+        bool match =
+            m.error.empty() &&
+            (m.uncertain == 0 ? m.got.count == m.expected.count && m.got.sum == m.expected.sum
+                              : m.got.count >= m.expected.count &&
+                                    m.got.count <= m.expected.count + m.uncertain);
+        if (!match) report.mismatches.push_back(std::move(m));
+      }
+    }
+    report.seconds_waited = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (report.ok() || Clock::now() - t0 >= wait) return report;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+std::string format_stats(const LoadgenStats& s) {
+  std::ostringstream out;
+  out << "sent for " << s.seconds << " s: " << s.events_accepted << " events accepted ("
+      << (s.seconds > 0 ? static_cast<int64_t>(s.events_accepted / s.seconds) : 0) << "/s), "
+      << s.events_rejected << " rejected, " << s.events_uncertain << " uncertain; " << s.requests_ok
+      << " requests ok, " << s.duplicate_batches << " batches re-sent as duplicates, "
+      << s.requests_failed << " failed attempts retried";
+  if (!s.failures_by_status.empty()) {
+    out << " (";
+    bool first = true;
+    for (const auto& [status, n] : s.failures_by_status) {
+      out << (first ? "" : ", ")
+          << (status == 0 ? std::string("no answer") : "HTTP " + std::to_string(status)) << ": "
+          << n;
+      first = false;
+    }
+    out << ")";
+  }
+  out << "\n";
+  return out.str();
+}
+
+std::string format_audit(const LoadgenStats& s, const AuditReport& report) {
+  std::ostringstream out;
+  out << format_stats(s);
+  size_t shown = 0;
+  for (const auto& m : report.mismatches) {
+    if (++shown > 50) {
+      out << "  ... " << report.mismatches.size() - 50 << " more\n";
+      break;
+    }
+    out << "  MISMATCH " << m.key.video_id << " " << m.key.event_type << ": expected count "
+        << m.expected.count << " sum " << m.expected.sum;
+    if (m.uncertain) out << " (+ up to " << m.uncertain << " uncertain)";
+    if (m.error.empty()) {
+      out << ", got count " << m.got.count << " sum " << m.got.sum << "\n";
+    } else {
+      out << ", read failed: " << m.error << "\n";
+    }
+  }
+  out << "audit: " << report.keys << " (video, type) pairs, expected " << report.expected_events
+      << " events, got " << report.got_events << ", " << report.mismatches.size()
+      << " mismatches after " << report.seconds_waited << " s: " << (report.ok() ? "OK" : "FAILED")
+      << "\n";
+  return out.str();
+}
+
+}  // namespace tally
