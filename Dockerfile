@@ -20,6 +20,7 @@ COPY config_service/ config_service/
 COPY cluster_proxy/ cluster_proxy/
 COPY processor/ processor/
 COPY tallyctl/ tallyctl/
+COPY tools/ tools/
 COPY tests/ tests/
 COPY migrations/ migrations/
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
