@@ -10,6 +10,9 @@ PACKAGES=(
   # libraries
   libpqxx-dev libpq-dev libboost-dev libboost-system-dev libzookeeper-mt-dev libyaml-cpp-dev
   googletest libgtest-dev libgmock-dev nlohmann-json3-dev libxxhash-dev libssl-dev
+  # the real PostgreSQL parser for the cluster proxy's analyst SQL planner; pg_query.h includes
+  # protobuf-c's header, which libpg-query-dev does not depend on
+  libpg-query-dev libprotobuf-c-dev
   # servers the local cluster and the tests run for real
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
