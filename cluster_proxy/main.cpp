@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr, "cluster_proxy: serving the REST API on http port %u\n", server.http_port());
+  if (server.analyst_pg_port() != 0) {
+    std::fprintf(stderr, "cluster_proxy: serving analyst SQL on port %u\n", server.analyst_pg_port());
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   std::fprintf(stderr, "cluster_proxy: %s, stopping\n", strsignal(sig));

@@ -398,6 +398,7 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
   p.name = "cluster-proxy";
   p.role = "cluster_proxy";
   p.ports["http"] = ports.cluster_proxy_http();
+  p.ports["pg"] = ports.cluster_proxy_pg();  // analyst SQL
   p.config = (dir / "cluster_proxy.yaml").string();
   p.log = (dir / "cluster_proxy.log").string();
   std::string shards;
@@ -428,7 +429,11 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
       "  cache: {stats_ttl_ms: 500}\n"
       "  auth:\n"
       "    write_tokens: [\"" +
-      m.users.at("rest").password + "\"]\n";
+      m.users.at("rest").password +
+      "\"]\n"
+      "  analyst: {pg_port: " +
+      std::to_string(p.ports.at("pg")) + ", user: " + m.users.at("analyst").name +
+      ", password: \"" + m.users.at("analyst").password + "\"}\n";
   int fd = open(p.config.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
   bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
@@ -436,6 +441,8 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
   close(fd);
   if (!ok) return make_error(ErrorCode::kInternal, "cannot write " + p.config);
   m.endpoints["rest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
+  // Analyst SQL (issue 7): a libpq conninfo as the analyst user, like conninfo() for PostgreSQL.
+  m.endpoints["analyst_pg"] = m.conninfo(p, "analyst");
   m.processes.push_back(p);
   return launcher.start(m.processes.back());
 }
