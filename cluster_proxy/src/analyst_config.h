@@ -17,8 +17,8 @@ struct AnalystConfig {
   // (migrations/0003), so PostgreSQL enforces read-only as well.
   std::string user;
   std::string password;
-  int max_sessions = 64;            // one thread each
-  int statement_timeout_ms = 30000;  // whole statement, all shards
+  int max_sessions = 64;              // one thread each
+  int statement_timeout_ms = 30000;   // whole statement, all shards
   int64_t max_result_rows = 1000000;  // rows held for one merged result
 };
 

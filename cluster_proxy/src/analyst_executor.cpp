@@ -16,7 +16,8 @@ SqlError from_result(const PGresult* r, const std::string& shard) {
   e.sqlstate = state ? state : "XX000";
   e.message = msg ? msg : PQresultErrorMessage(r);
   e.detail = detail ? detail : "";
-  if (!shard.empty()) e.detail += (e.detail.empty() ? "" : " ") + std::string("(shard ") + shard + ")";
+  if (!shard.empty())
+    e.detail += (e.detail.empty() ? "" : " ") + std::string("(shard ") + shard + ")";
   e.hint = hint ? hint : "";
   return e;
 }
@@ -41,9 +42,9 @@ PGconn* AnalystExecutor::connection(const ShardTarget& target, SqlError& error) 
   std::string host = target.address.substr(0, colon);
   std::string port = colon == std::string::npos ? "5432" : target.address.substr(colon + 1);
   std::string timeout = std::to_string(std::max(1, (connect_timeout_ms_ + 999) / 1000));
-  const char* keys[] = {"host",     "port",    "dbname",           "user", "password",
-                        "connect_timeout", "application_name", nullptr};
-  const char* values[] = {host.c_str(),     port.c_str(),     database_.c_str(), user_.c_str(),
+  const char* keys[] = {
+      "host", "port", "dbname", "user", "password", "connect_timeout", "application_name", nullptr};
+  const char* values[] = {host.c_str(),      port.c_str(),    database_.c_str(), user_.c_str(),
                           password_.c_str(), timeout.c_str(), "tally-analyst",   nullptr};
   Conn conn(PQconnectdbParams(keys, values, 0), &PQfinish);
   if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
@@ -78,8 +79,8 @@ bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::st
   for (std::size_t i = 0; i < targets.size(); ++i) {
     if (PQsendQuery(conns[i], sql.c_str()) != 1) {
       error.sqlstate = "08006";
-      error.message = "lost the connection to shard " + targets[i].shard + ": " +
-                      PQerrorMessage(conns[i]);
+      error.message =
+          "lost the connection to shard " + targets[i].shard + ": " + PQerrorMessage(conns[i]);
       drop(i);
       failed = true;
       break;

@@ -14,16 +14,17 @@
 
 namespace tally::cluster_proxy {
 
-AnalystServer::AnalystServer(AnalystConfig config, std::string listen_address,
-                             std::string database, int connect_timeout_ms,
-                             const TopologyCache& topology)
+AnalystServer::AnalystServer(AnalystConfig config, std::string listen_address, std::string database,
+                             int connect_timeout_ms, const TopologyCache& topology)
     : config_(std::move(config)),
       listen_address_(std::move(listen_address)),
       database_(std::move(database)),
       connect_timeout_ms_(connect_timeout_ms),
       topology_(topology) {}
 
-AnalystServer::~AnalystServer() { stop(); }
+AnalystServer::~AnalystServer() {
+  stop();
+}
 
 Status AnalystServer::start() {
   const std::string where = listen_address_ + ":" + std::to_string(config_.pg_port);
@@ -31,9 +32,9 @@ Status AnalystServer::start() {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(config_.pg_port));
   if (inet_pton(AF_INET, listen_address_.c_str(), &addr.sin_addr) != 1) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "analyst endpoint: listen address \"" + listen_address_ +
-                          "\" is not an IPv4 address");
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "analyst endpoint: listen address \"" + listen_address_ + "\" is not an IPv4 address");
   }
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) return make_error(ErrorCode::kUnavailable, "analyst endpoint: socket failed");
@@ -44,8 +45,8 @@ Status AnalystServer::start() {
     std::string reason = std::strerror(errno);
     ::close(listen_fd_);
     listen_fd_ = -1;
-    return make_error(ErrorCode::kUnavailable, "analyst endpoint: cannot listen on " + where +
-                                                   ": " + reason);
+    return make_error(ErrorCode::kUnavailable,
+                      "analyst endpoint: cannot listen on " + where + ": " + reason);
   }
   socklen_t len = sizeof addr;
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);

@@ -189,8 +189,8 @@ void AnalystSession::execute(std::string_view sql_text, std::string& out) {
   if (targets.size() == 1 && !plan.merge.combine && plan.merge.hidden_columns == 0) {
     // Verbatim on one shard: its answer as is.
     auto& a = answers.front();
-    if (a.result.columns.empty() && a.result.rows.empty() && a.command_tag.rfind("SELECT", 0) != 0 &&
-        a.command_tag != "SHOW") {
+    if (a.result.columns.empty() && a.result.rows.empty() &&
+        a.command_tag.rfind("SELECT", 0) != 0 && a.command_tag != "SHOW") {
       pgwire::append_command_complete(out, a.command_tag);
     } else {
       append_result(out, a.result, a.command_tag);
@@ -235,8 +235,9 @@ void AnalystSession::run() {
       e.sqlstate = "0A000";
       e.message = std::string("the analyst endpoint does not support ") +
                   std::string(pgwire::message_name(m)) + " messages (extended query protocol)";
-      e.hint = "use the simple query protocol (psql does; psycopg2 does by default; JDBC with "
-               "preferQueryMode=simple)";
+      e.hint =
+          "use the simple query protocol (psql does; psycopg2 does by default; JDBC with "
+          "preferQueryMode=simple)";
       append_error(out, e);
     }
     if (!send(out)) return;

@@ -123,10 +123,11 @@ class AnalystSqlTest : public ::testing::Test {
       return only_video_of_shard.empty() || map->index_for(ksid_for(video)) == shard;
     };
     std::vector<std::string> out;
-    std::string channels = "INSERT INTO channels (channel_id, name, created_at) VALUES ";
+    std::string channels =
+        "INSERT INTO channels (channel_id, name, created_at, updated_at) VALUES ";
     for (int c = 0; c < 12; ++c) {
       channels += std::string(c ? "," : "") + "('ch" + std::to_string(c) + "', 'Channel " +
-                  std::to_string(c % 7) + "', '2026-01-01 00:00:00+00')";
+                  std::to_string(c % 7) + "', '2026-01-01 00:00:00+00', '2026-01-02 00:00:00+00')";
     }
     out.push_back(channels);
     const char* types[] = {"view", "like", "share", "watch_time"};
@@ -136,9 +137,11 @@ class AnalystSqlTest : public ::testing::Test {
       std::string ksid = std::to_string(ksid_to_sql(ksid_for(id)));
       std::string title = v % 9 == 0 ? "NULL" : "'Title " + std::to_string(v % 13) + "'";
       std::string channel = v % 11 == 0 ? "NULL" : "'ch" + std::to_string(v % 12) + "'";
-      out.push_back("INSERT INTO videos (video_id, title, channel_id, created_at, ksid) VALUES ('" +
-                    id + "', " + title + ", " + channel + ", '2026-02-0" +
-                    std::to_string(1 + v % 9) + " 10:00:00+00', " + ksid + ")");
+      out.push_back(
+          "INSERT INTO videos (video_id, title, channel_id, created_at, updated_at, ksid) "
+          "VALUES ('" +
+          id + "', " + title + ", " + channel + ", '2026-02-0" + std::to_string(1 + v % 9) +
+          " 10:00:00+00', '2026-02-10 00:00:00+00', " + ksid + ")");
       for (int t = 0; t < 4; ++t) {
         if ((v + t) % 6 == 5) continue;  // not every video has every event type
         long long total = 0, sum = 0;
@@ -149,23 +152,25 @@ class AnalystSqlTest : public ::testing::Test {
           total += count;
           sum += s;
           out.push_back("INSERT INTO video_stats_hour VALUES ('" + id + "', '" + types[t] +
-                        "', timestamptz '2026-03-01 00:00:00+00' + interval '" +
-                        std::to_string(h) + " hours', " + std::to_string(count) + ", " +
-                        std::to_string(s) + ", " + ksid + ")");
+                        "', timestamptz '2026-03-01 00:00:00+00' + interval '" + std::to_string(h) +
+                        " hours', " + std::to_string(count) + ", " + std::to_string(s) + ", " +
+                        ksid + ")");
         }
-        out.push_back("INSERT INTO video_stats_day SELECT video_id, event_type, "
-                      "date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
-                      "sum(count), sum(sum), ksid FROM video_stats_hour WHERE video_id = '" +
-                      id + "' AND event_type = '" + types[t] + "' GROUP BY 1, 2, 3, 6");
+        out.push_back(
+            "INSERT INTO video_stats_day SELECT video_id, event_type, "
+            "date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
+            "sum(count), sum(sum), ksid FROM video_stats_hour WHERE video_id = '" +
+            id + "' AND event_type = '" + types[t] + "' GROUP BY 1, 2, 3, 6");
         out.push_back("INSERT INTO video_totals VALUES ('" + id + "', '" + types[t] + "', " +
                       std::to_string(total) + ", " + std::to_string(sum) + ", " + ksid + ")");
       }
       for (int e = 0; e < v % 4; ++e) {
-        out.push_back("INSERT INTO events_raw (event_id, video_id, event_type, ts, value, ksid) "
-                      "VALUES ('e" + std::to_string(v) + "-" + std::to_string(e) + "', '" + id +
-                      "', 'view', '2026-03-01 0" + std::to_string(e) + ":1" +
-                      std::to_string(v % 6) + ":00+00', " + std::to_string(e * v % 7) + ", " +
-                      ksid + ")");
+        out.push_back(
+            "INSERT INTO events_raw (event_id, video_id, event_type, ts, value, ksid) "
+            "VALUES ('e" +
+            std::to_string(v) + "-" + std::to_string(e) + "', '" + id + "', 'view', '2026-03-01 0" +
+            std::to_string(e) + ":1" + std::to_string(v % 6) + ":00+00', " +
+            std::to_string(e * v % 7) + ", " + ksid + ")");
       }
     }
     return out;
@@ -238,98 +243,130 @@ const CorpusQuery kCorpus[] = {
     {false, "SELECT video_id FROM videos WHERE title IS NULL"},
     // Pinned to one shard, and IN lists over several.
     {false, "SELECT * FROM video_totals WHERE video_id = 'vid-37_x1'"},
-    {true, "SELECT bucket_start, count FROM video_stats_hour WHERE video_id = 'vid-74_x2' AND "
-           "event_type = 'view' ORDER BY bucket_start"},
-    {false, "SELECT video_id, event_type, count FROM video_totals WHERE video_id IN "
-            "('vid-37_x1', 'vid-74_x2', 'vid-10_x3', 'vid-47_x4', 'nope')"},
-    {true, "SELECT video_id, sum(count) FROM video_stats_hour WHERE video_id IN ('vid-37_x1', "
-           "'vid-74_x2', 'vid-10_x3') GROUP BY video_id ORDER BY video_id"},
-    {false, "SELECT count(*), sum(count), avg(count) FROM video_totals WHERE video_id IN "
-            "('vid-37_x1', 'vid-74_x2', 'vid-10_x3', 'vid-47_x4')"},
-    {true, "SELECT v.video_id, v.title, c.name, h.bucket_start, h.count FROM videos v JOIN "
-           "channels c ON c.channel_id = v.channel_id JOIN video_stats_hour h ON h.video_id = "
-           "v.video_id WHERE v.video_id = 'vid-10_x3' AND h.event_type = 'view' ORDER BY "
-           "h.bucket_start"},
-    {false, "SELECT video_id, rank() OVER (ORDER BY count DESC, bucket_start) FROM "
-            "video_stats_hour WHERE video_id = 'vid-37_x1' AND event_type = 'like'"},
+    {true,
+     "SELECT bucket_start, count FROM video_stats_hour WHERE video_id = 'vid-74_x2' AND "
+     "event_type = 'view' ORDER BY bucket_start"},
+    {false,
+     "SELECT video_id, event_type, count FROM video_totals WHERE video_id IN "
+     "('vid-37_x1', 'vid-74_x2', 'vid-10_x3', 'vid-47_x4', 'nope')"},
+    {true,
+     "SELECT video_id, sum(count) FROM video_stats_hour WHERE video_id IN ('vid-37_x1', "
+     "'vid-74_x2', 'vid-10_x3') GROUP BY video_id ORDER BY video_id"},
+    {false,
+     "SELECT count(*), sum(count), avg(count) FROM video_totals WHERE video_id IN "
+     "('vid-37_x1', 'vid-74_x2', 'vid-10_x3', 'vid-47_x4')"},
+    {true,
+     "SELECT v.video_id, v.title, c.name, h.bucket_start, h.count FROM videos v JOIN "
+     "channels c ON c.channel_id = v.channel_id JOIN video_stats_hour h ON h.video_id = "
+     "v.video_id WHERE v.video_id = 'vid-10_x3' AND h.event_type = 'view' ORDER BY "
+     "h.bucket_start"},
+    {false,
+     "SELECT video_id, rank() OVER (ORDER BY count DESC, bucket_start) FROM "
+     "video_stats_hour WHERE video_id = 'vid-37_x1' AND event_type = 'like'"},
     // ORDER BY with LIMIT/OFFSET: merge sort.
-    {true, "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY count "
-           "DESC, video_id LIMIT 10"},
-    {true, "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY count "
-           "DESC, video_id LIMIT 10 OFFSET 5"},
-    {true, "SELECT video_id, count AS c FROM video_totals WHERE event_type = 'like' ORDER BY c, "
-           "video_id OFFSET 70"},
+    {true,
+     "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY count "
+     "DESC, video_id LIMIT 10"},
+    {true,
+     "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY count "
+     "DESC, video_id LIMIT 10 OFFSET 5"},
+    {true,
+     "SELECT video_id, count AS c FROM video_totals WHERE event_type = 'like' ORDER BY c, "
+     "video_id OFFSET 40"},
     {true, "SELECT video_id, title FROM videos ORDER BY title NULLS FIRST, video_id LIMIT 15"},
     {true, "SELECT video_id, title FROM videos ORDER BY title DESC NULLS LAST, video_id DESC"},
     {true, "SELECT video_id, created_at FROM videos ORDER BY created_at, 1 LIMIT 20"},
-    {true, "SELECT video_id, event_type, bucket_start, count FROM video_stats_hour ORDER BY "
-           "count DESC, video_id, event_type, bucket_start LIMIT 25"},
-    {true, "SELECT video_id FROM video_totals WHERE event_type = 'share' ORDER BY sum + count, "
-           "video_id LIMIT 7"},
+    {true,
+     "SELECT video_id, event_type, bucket_start, count FROM video_stats_hour ORDER BY "
+     "count DESC, video_id, event_type, bucket_start LIMIT 25"},
+    {true,
+     "SELECT video_id FROM video_totals WHERE event_type = 'share' ORDER BY sum + count, "
+     "video_id LIMIT 7"},
     {true, "SELECT * FROM videos ORDER BY video_id LIMIT 5"},
-    {true, "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY 2 DESC, "
-           "1 FETCH FIRST 3 ROWS ONLY"},
+    {true,
+     "SELECT video_id, count FROM video_totals WHERE event_type = 'view' ORDER BY 2 DESC, "
+     "1 FETCH FIRST 3 ROWS ONLY"},
     // Aggregates across shards.
     {false, "SELECT count(*) FROM videos"},
     {false, "SELECT count(*), count(title), count(channel_id) FROM videos"},
     {false, "SELECT sum(count), min(count), max(count) FROM video_stats_hour"},
     {false, "SELECT avg(count) FROM video_totals"},
     {false, "SELECT avg(count), avg(sum) FROM video_stats_hour WHERE event_type = 'watch_time'"},
-    {false, "SELECT event_type, count(*), sum(count), avg(count), min(count), max(count) FROM "
-            "video_totals GROUP BY event_type"},
-    {true, "SELECT event_type, sum(count) AS total FROM video_totals GROUP BY event_type ORDER BY "
-           "total DESC"},
-    {true, "SELECT event_type, bucket_start, sum(count), avg(count) FROM video_stats_day GROUP BY "
-           "event_type, bucket_start ORDER BY 2, 1"},
-    {true, "SELECT date_trunc('day', bucket_start) AS day, event_type, sum(count) FROM "
-           "video_stats_hour GROUP BY 1, 2 ORDER BY day, event_type"},
+    {false,
+     "SELECT event_type, count(*), sum(count), avg(count), min(count), max(count) FROM "
+     "video_totals GROUP BY event_type"},
+    {true,
+     "SELECT event_type, sum(count) AS total FROM video_totals GROUP BY event_type ORDER BY "
+     "total DESC"},
+    {true,
+     "SELECT event_type, bucket_start, sum(count), avg(count) FROM video_stats_day GROUP BY "
+     "event_type, bucket_start ORDER BY 2, 1"},
+    {true,
+     "SELECT date_trunc('day', bucket_start) AS day, event_type, sum(count) FROM "
+     "video_stats_hour GROUP BY 1, 2 ORDER BY day, event_type"},
     {false, "SELECT count(DISTINCT video_id) FROM video_stats_hour WHERE count > 1040"},
-    {false, "SELECT event_type, count(DISTINCT video_id) FROM video_stats_hour GROUP BY "
-            "event_type"},
+    {false,
+     "SELECT event_type, count(DISTINCT video_id) FROM video_stats_hour GROUP BY "
+     "event_type"},
     {false, "SELECT min(title), max(title), min(created_at), max(created_at) FROM videos"},
     {false, "SELECT avg(count) FROM video_totals WHERE count < 0"},
     {false, "SELECT sum(count), avg(count) FROM video_totals WHERE event_type = 'nothing'"},
-    {false, "SELECT event_type, sum(count) FROM video_totals WHERE event_type = 'nothing' GROUP "
-            "BY event_type"},
-    {true, "SELECT event_type, max(bucket_start), min(bucket_start) FROM video_stats_hour GROUP "
-           "BY event_type ORDER BY event_type LIMIT 2 OFFSET 1"},
-    {false, "SELECT count(*) FILTER (WHERE count > 1000), sum(count) FILTER (WHERE event_type = "
-            "'view') FROM video_totals"},
-    {false, "SELECT c.name, count(*), sum(t.count) FROM video_totals t JOIN videos v ON "
-            "v.video_id = t.video_id JOIN channels c ON c.channel_id = v.channel_id WHERE "
-            "t.event_type = 'view' GROUP BY c.name"},
-    {true, "SELECT v.channel_id, avg(t.count) AS a FROM videos v JOIN video_totals t USING "
-           "(video_id) GROUP BY v.channel_id ORDER BY a DESC NULLS LAST, v.channel_id"},
+    {false,
+     "SELECT event_type, sum(count) FROM video_totals WHERE event_type = 'nothing' GROUP "
+     "BY event_type"},
+    {true,
+     "SELECT event_type, max(bucket_start), min(bucket_start) FROM video_stats_hour GROUP "
+     "BY event_type ORDER BY event_type LIMIT 2 OFFSET 1"},
+    {false,
+     "SELECT count(*) FILTER (WHERE count > 1000), sum(count) FILTER (WHERE event_type = "
+     "'view') FROM video_totals"},
+    {false,
+     "SELECT c.name, count(*), sum(t.count) FROM video_totals t JOIN videos v ON "
+     "v.video_id = t.video_id JOIN channels c ON c.channel_id = v.channel_id WHERE "
+     "t.event_type = 'view' GROUP BY c.name"},
+    {true,
+     "SELECT v.channel_id, avg(t.count) AS a FROM videos v JOIN video_totals t USING "
+     "(video_id) GROUP BY v.channel_id ORDER BY a DESC NULLS LAST, v.channel_id"},
     {false, "SELECT avg(value), sum(value), count(*) FROM events_raw"},
     // GROUP BY the shard key: groups stay on their shard.
     {false, "SELECT video_id, sum(count), avg(count) FROM video_stats_hour GROUP BY video_id"},
-    {true, "SELECT video_id, sum(count) AS views FROM video_stats_hour WHERE event_type = 'view' "
-           "GROUP BY video_id ORDER BY views DESC, video_id LIMIT 10"},
-    {false, "SELECT video_id, count(*) FROM video_stats_hour GROUP BY video_id HAVING count(*) > "
-            "70"},
-    {true, "SELECT video_id, max(count) - min(count) AS spread FROM video_stats_hour GROUP BY 1 "
-           "ORDER BY spread DESC, 1 LIMIT 5"},
+    {true,
+     "SELECT video_id, sum(count) AS views FROM video_stats_hour WHERE event_type = 'view' "
+     "GROUP BY video_id ORDER BY views DESC, video_id LIMIT 10"},
+    {false,
+     "SELECT video_id, count(*) FROM video_stats_hour GROUP BY video_id HAVING count(*) > "
+     "70"},
+    {true,
+     "SELECT video_id, max(count) - min(count) AS spread FROM video_stats_hour GROUP BY 1 "
+     "ORDER BY spread DESC, 1 LIMIT 5"},
     // Joins on video_id and with reference tables, shard-local.
-    {false, "SELECT v.video_id, c.name, t.count FROM videos v JOIN channels c ON c.channel_id = "
-            "v.channel_id JOIN video_totals t ON t.video_id = v.video_id WHERE t.event_type = "
-            "'view'"},
-    {true, "SELECT v.video_id, c.name, t.count FROM videos v JOIN video_totals t ON t.video_id = "
-           "v.video_id LEFT JOIN channels c ON c.channel_id = v.channel_id WHERE t.event_type = "
-           "'view' ORDER BY t.count DESC, v.video_id LIMIT 10"},
-    {false, "SELECT v.video_id, t.event_type FROM videos v LEFT JOIN video_totals t ON "
-            "t.video_id = v.video_id AND t.event_type = 'share'"},
-    {false, "SELECT t.video_id, t.event_type, d.bucket_start, d.count FROM video_totals t, "
-            "video_stats_day d WHERE t.video_id = d.video_id AND t.event_type = d.event_type AND "
-            "t.count > 1500"},
-    {false, "SELECT v.video_id, e.name FROM videos v JOIN video_totals t USING (video_id) JOIN "
-            "event_types e ON e.name = t.event_type WHERE t.count < 300"},
+    {false,
+     "SELECT v.video_id, c.name, t.count FROM videos v JOIN channels c ON c.channel_id = "
+     "v.channel_id JOIN video_totals t ON t.video_id = v.video_id WHERE t.event_type = "
+     "'view'"},
+    {true,
+     "SELECT v.video_id, c.name, t.count FROM videos v JOIN video_totals t ON t.video_id = "
+     "v.video_id LEFT JOIN channels c ON c.channel_id = v.channel_id WHERE t.event_type = "
+     "'view' ORDER BY t.count DESC, v.video_id LIMIT 10"},
+    {false,
+     "SELECT v.video_id, t.event_type FROM videos v LEFT JOIN video_totals t ON "
+     "t.video_id = v.video_id AND t.event_type = 'share'"},
+    {false,
+     "SELECT t.video_id, t.event_type, d.bucket_start, d.count FROM video_totals t, "
+     "video_stats_day d WHERE t.video_id = d.video_id AND t.event_type = d.event_type AND "
+     "t.count > 1500"},
+    {false,
+     "SELECT v.video_id, e.name FROM videos v JOIN video_totals t USING (video_id) JOIN "
+     "event_types e ON e.name = t.event_type WHERE t.count < 800"},
     // Reference tables and catalog queries: any one shard.
     {false, "SELECT * FROM channels"},
     {false, "SELECT name FROM event_types"},
-    {true, "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid "
-           "= c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1"},
-    {false, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = "
-            "'video_totals'"},
+    {true,
+     "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid "
+     "= c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1"},
+    {false,
+     "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = "
+     "'video_totals'"},
 };
 
 TEST_F(AnalystSqlTest, CorpusMatchesOnePostgres) {
@@ -350,7 +387,8 @@ TEST_F(AnalystSqlTest, CorpusMatchesOnePostgres) {
       std::sort(got.rows.begin(), got.rows.end());
       std::sort(want.rows.begin(), want.rows.end());
     }
-    ASSERT_EQ(got.rows.size(), want.rows.size()) << "got:\n" << show(got.rows) << "want:\n"
+    ASSERT_EQ(got.rows.size(), want.rows.size()) << "got:\n"
+                                                 << show(got.rows) << "want:\n"
                                                  << show(want.rows);
     bool same = true;
     for (std::size_t i = 0; i < got.rows.size() && same; ++i) {
@@ -400,8 +438,8 @@ TEST_F(AnalystSqlTest, RefusalsAndReadOnly) {
   ASSERT_EQ(PQstatus(direct.get()), CONNECTION_OK) << PQerrorMessage(direct.get());
   EXPECT_NE(exec(direct.get(), "INSERT INTO channels VALUES ('x', 'y')"), "");
   // A wrong password is refused.
-  auto bad = connect("host=127.0.0.1 port=" + std::to_string(cluster_.with_role(
-                                                   "cluster_proxy")[0]->ports.at("pg")) +
+  auto bad = connect("host=127.0.0.1 port=" +
+                     std::to_string(cluster_.with_role("cluster_proxy")[0]->ports.at("pg")) +
                      " dbname=tally user=tally_analyst password=wrong");
   EXPECT_NE(PQstatus(bad.get()), CONNECTION_OK);
   EXPECT_NE(std::string(PQerrorMessage(bad.get())).find("password authentication failed"),
