@@ -9,6 +9,11 @@ int main(int argc, char** argv) {
   using namespace tally::cluster_proxy;
   return tally::run_service<ClusterProxyServer>(
       argc, argv, "cluster_proxy", load_cluster_proxy_config, [](ClusterProxyServer& server) {
-        return "serving the REST API on http port " + std::to_string(server.http_port());
+        std::string line =
+            "serving the REST API on http port " + std::to_string(server.http_port());
+        if (server.analyst_pg_port() != 0) {
+          line += ", analyst SQL on port " + std::to_string(server.analyst_pg_port());
+        }
+        return line;
       });
 }

@@ -129,6 +129,7 @@ ClusterProxyConfig load_cluster_proxy_config(const std::filesystem::path& file) 
     auth.fail("write_tokens", "expected at least one bearer token for the write endpoints");
   }
   auth.finish();
+  if (auto analyst = s.optional_section("analyst")) c.analyst = load_analyst_config(*analyst);
   s.finish();
   root.finish();
   return c;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster_proxy/src/analyst_config.h"
 #include "cluster_proxy/src/api_request.h"
 
 namespace tally::cluster_proxy {
@@ -47,6 +48,8 @@ struct ClusterProxyConfig {
 
   std::vector<std::string> write_tokens;  // bearer tokens for counters:apply, marks and PUT
   std::vector<std::string> read_tokens;   // empty: reads are open (a write token also reads)
+
+  AnalystConfig analyst;  // the optional `analyst` section: the PostgreSQL-wire endpoint
 };
 
 // Throws ConfigError on any problem.

@@ -91,10 +91,18 @@ Status ClusterProxyServer::start() {
   http_ = std::make_unique<HttpServer>(ho);
   api_->register_routes(*http_);
   add_admin_routes(*http_, metrics_, [this] { return api_->readiness(); });
-  return http_->start();
+  if (auto st = http_->start(); !st) return st;
+  if (config_.analyst.enabled) {
+    analyst_ = std::make_unique<AnalystServer>(config_.analyst, config_.listen_address,
+                                               config_.database, config_.connect_timeout_ms,
+                                               topology_);
+    return analyst_->start();
+  }
+  return ok_status();
 }
 
 void ClusterProxyServer::stop() {
+  if (analyst_) analyst_->stop();
   if (http_) http_->stop();
   for (auto& w : workers_) w->stop();
   topology_.stop();

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "cluster_proxy/src/analyst_server.h"
 #include "cluster_proxy/src/api_service.h"
 #include "cluster_proxy/src/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
@@ -32,6 +33,7 @@ class ClusterProxyServer {
   void stop();
 
   uint16_t http_port() const;
+  uint16_t analyst_pg_port() const { return analyst_ ? analyst_->port() : 0; }
   const ClusterProxyConfig& config() const { return config_; }
 
  private:
@@ -46,6 +48,7 @@ class ClusterProxyServer {
   std::unique_ptr<HttpServer> http_;
   std::vector<std::unique_ptr<ShardWorker>> workers_;
   std::unique_ptr<ApiService> api_;
+  std::unique_ptr<AnalystServer> analyst_;  // when the config has an analyst section; stopped first
 };
 
 }  // namespace tally::cluster_proxy

@@ -117,7 +117,11 @@ std::string cluster_proxy_config_text(const ManifestProcess& p, const ClusterMan
          "  cache: {stats_ttl_ms: 500}\n"
          "  auth:\n"
          "    write_tokens: [\"" +
-         m.users.at("rest").password + "\"]\n";
+         m.users.at("rest").password +
+         "\"]\n"
+         "  analyst: {pg_port: " +
+         std::to_string(p.ports.at("pg")) + ", user: " + m.users.at("analyst").name +
+         ", password: \"" + m.users.at("analyst").password + "\"}\n";
 }
 
 std::string processor_config_text(const ManifestProcess& p, const ClusterManifest& m) {
@@ -464,11 +468,14 @@ Status add_cluster_proxy(ClusterManifest& m, Launcher& launcher, const LocalClus
   p.name = "cluster-proxy";
   p.role = "cluster_proxy";
   p.ports["http"] = ports.cluster_proxy_http();
+  p.ports["pg"] = ports.cluster_proxy_pg();  // analyst SQL
   p.config = (dir / "cluster_proxy.yaml").string();
   p.log = (dir / "cluster_proxy.log").string();
   const std::string text = cluster_proxy_config_text(p, m);
   if (auto st = write_private_file(p.config, text, run_as); !st) return st;
   m.endpoints["rest"] = "http://127.0.0.1:" + std::to_string(p.ports.at("http"));
+  // Analyst SQL (issue 7): a libpq conninfo as the analyst user, like conninfo() for PostgreSQL.
+  m.endpoints["analyst_pg"] = m.conninfo(p, "analyst");
   m.processes.push_back(p);
   return launcher.start(m.processes.back());
 }

@@ -153,13 +153,15 @@ TEST(ComposeConfigTest, ClusterProxyMatchesTheLocalClusterAndLoads) {
   p.name = "cluster-proxy";
   p.role = "cluster_proxy";
   p.ports["http"] = port_layout(16000).cluster_proxy_http();
+  p.ports["pg"] = port_layout(16000).cluster_proxy_pg();
   expect_same_as_local("cluster-proxy.yaml", cluster_proxy_config_text(p, m), {},
                        {{"cluster_proxy.listen.address", "0.0.0.0"},
                         {"cluster_proxy.zookeeper.hosts", "the zookeeper container"},
                         {"cluster_proxy.shards.-80.proxies", "the shard-proxy-s0 container"},
                         {"cluster_proxy.shards.80-.proxies", "the shard-proxy-s1 container"},
                         {"cluster_proxy.backend.password", "docker/tally.env"},
-                        {"cluster_proxy.auth.write_tokens", "docker/tally.env"}});
+                        {"cluster_proxy.auth.write_tokens", "docker/tally.env"},
+                        {"cluster_proxy.analyst.password", "docker/tally.env"}});
   auto c = cluster_proxy::load_cluster_proxy_config(kComposeDir / "cluster-proxy.yaml");
   EXPECT_EQ(c.http_port, 16001);
   ASSERT_EQ(c.shards.count("-80"), 1u);
