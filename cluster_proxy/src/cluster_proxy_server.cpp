@@ -93,9 +93,9 @@ Status ClusterProxyServer::start() {
   add_admin_routes(*http_, metrics_, [this] { return api_->readiness(); });
   if (auto st = http_->start(); !st) return st;
   if (config_.analyst.enabled) {
-    analyst_ = std::make_unique<AnalystServer>(config_.analyst, config_.listen_address,
-                                               config_.database, config_.connect_timeout_ms,
-                                               topology_);
+    analyst_ =
+        std::make_unique<AnalystServer>(config_.analyst, config_.listen_address, config_.database,
+                                        config_.connect_timeout_ms, topology_);
     return analyst_->start();
   }
   return ok_status();

@@ -18,11 +18,11 @@
 #include <variant>
 #include <vector>
 
+#include "common/pgclient/backend_connection.h"
+#include "common/pgclient/backend_pool.h"
 #include "common/pgwire/backend_encoder.h"
 #include "common/pgwire/frontend_decoder.h"
 #include "common/pgwire/scram.h"
-#include "common/pgclient/backend_connection.h"
-#include "common/pgclient/backend_pool.h"
 #include "shard_proxy/src/statement_router.h"
 #include "shard_proxy/src/worker.h"
 

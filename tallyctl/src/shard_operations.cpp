@@ -590,8 +590,8 @@ Result<RejoinOutcome> rejoin_shard_node(const RejoinOptions& options, std::ostre
   // then pg_rewind reads the old timeline from it, says "no rewind required", and the rejoined
   // node, whose WAL went past the fork point, can never stream (seen in failover_chaos).
   if (auto st = on_leader->exec("CHECKPOINT"); !st) {
-    return make_error(st.error().code,
-                      "CHECKPOINT on " + leader_address + " before pg_rewind: " + st.error().message);
+    return make_error(st.error().code, "CHECKPOINT on " + leader_address +
+                                           " before pg_rewind: " + st.error().message);
   }
   RejoinOutcome out;
   out.node = address;
