@@ -159,13 +159,13 @@ int cluster_status(const Args& a, std::ostream& out, std::ostream& err) {
   auto health = LocalCluster::status(std::filesystem::absolute(a.flags.at("dir")));
   if (!health) return fail(err, health.error());
   bool all_ok = true;
-  out << std::left << std::setw(22) << "NAME" << std::setw(14) << "ROLE" << std::setw(8) << "SHARD"
+  out << std::left << std::setw(22) << "NAME" << std::setw(16) << "ROLE" << std::setw(8) << "SHARD"
       << std::setw(9) << "PID" << std::setw(10) << "STATE"
       << "DETAIL\n";
   for (const auto& h : *health) {
     std::string state = !h.running ? "stopped" : (h.responding ? "healthy" : "unhealthy");
     all_ok = all_ok && h.running && h.responding;
-    out << std::left << std::setw(22) << h.name << std::setw(14) << h.role << std::setw(8)
+    out << std::left << std::setw(22) << h.name << std::setw(16) << h.role << std::setw(8)
         << (h.shard.empty() ? "-" : h.shard) << std::setw(9) << h.pid << std::setw(10) << state
         << h.detail << "\n";
   }
