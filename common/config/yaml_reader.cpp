@@ -209,4 +209,13 @@ ConfigSection load_config_file(const std::filesystem::path& file) {
   return load_config_text(buffer.str(), file.string());
 }
 
+ZookeeperSettings read_zookeeper_section(ConfigSection& zk, int default_session_timeout_ms) {
+  ZookeeperSettings z;
+  z.hosts = zk.required_string("hosts", "a connect string like 127.0.0.1:2181");
+  z.session_timeout_ms = static_cast<int>(
+      zk.optional_int("session_timeout_ms", default_session_timeout_ms, 1000, 60000));
+  zk.finish();
+  return z;
+}
+
 }  // namespace tally

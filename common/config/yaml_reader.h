@@ -63,6 +63,14 @@ class ConfigSection {
   std::set<std::string> read_;
 };
 
+// The `zookeeper: {hosts, session_timeout_ms}` section every service reads the same way; checks
+// the section's keys (finish()).
+struct ZookeeperSettings {
+  std::string hosts;
+  int session_timeout_ms = 0;
+};
+ZookeeperSettings read_zookeeper_section(ConfigSection& zk, int default_session_timeout_ms);
+
 // Parses `file` and returns its top-level mapping. A missing file, a syntax error or a top level
 // that is not a mapping throws ConfigError naming the file (and line for syntax errors).
 ConfigSection load_config_file(const std::filesystem::path& file);

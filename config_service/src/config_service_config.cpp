@@ -12,10 +12,9 @@ ConfigServiceConfig from_root(ConfigSection root, const std::string& file) {
   c.id = s.required_string("id", "an instance id like cs1");
 
   auto zk = s.section("zookeeper");
-  c.zk_hosts = zk.required_string("hosts", "a connect string like 127.0.0.1:2181");
-  c.zk_session_timeout_ms =
-      static_cast<int>(zk.optional_int("session_timeout_ms", c.zk_session_timeout_ms, 1000, 60000));
-  zk.finish();
+  auto zk_settings = read_zookeeper_section(zk, c.zk_session_timeout_ms);
+  c.zk_hosts = zk_settings.hosts;
+  c.zk_session_timeout_ms = zk_settings.session_timeout_ms;
 
   auto http = s.section("http");
   c.listen_address = http.optional_string("listen_address", c.listen_address, "an IP address");

@@ -44,10 +44,9 @@ ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
   listen.finish();
 
   if (auto zk = s.optional_section("zookeeper")) {
-    c.zk_hosts = zk->required_string("hosts", "a connect string like 127.0.0.1:2181");
-    c.zk_session_timeout_ms = static_cast<int>(
-        zk->optional_int("session_timeout_ms", c.zk_session_timeout_ms, 1000, 60000));
-    zk->finish();
+    auto zk_settings = read_zookeeper_section(*zk, c.zk_session_timeout_ms);
+    c.zk_hosts = zk_settings.hosts;
+    c.zk_session_timeout_ms = zk_settings.session_timeout_ms;
   }
 
   auto backend = s.section("backend");
