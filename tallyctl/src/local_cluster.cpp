@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -506,6 +507,26 @@ Status add_processor(ClusterManifest& m, Launcher& launcher, const LocalClusterO
   return launcher.start(m.processes.back());
 }
 
+namespace {
+// Outgoing connections take local ports from the kernel's ephemeral range; a service port inside it
+// can be taken by one of them between two starts ("Address already in use" at random). Said once,
+// at creation, because the operator chose the base port.
+void warn_if_ports_are_ephemeral(const PortLayout& ports, int shards, std::ostream& progress) {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0;
+  int last = 0;
+  if (!(in >> first >> last)) return;
+  const int highest = ports.shard_proxy_http(shards - 1);
+  if (highest >= first && ports.base <= last) {
+    progress
+        << "  warning: ports " << ports.base << ".." << highest
+        << " overlap the kernel's ephemeral range " << first << ".." << last
+        << "; a restart may find a port taken by an outgoing connection (pick --base-port below "
+        << first << ")\n";
+  }
+}
+}  // namespace
+
 // Creates a new cluster. Processes are recorded in the manifest as soon as they start, so a
 // failure part-way is cleaned up by stopping exactly what the manifest lists.
 Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
@@ -516,6 +537,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
   auto migrations = load_migration_files(options.migrations_dir);
   if (!migrations) return migrations.error();
   PortLayout ports = port_layout(options.base_port);
+  warn_if_ports_are_ephemeral(ports, options.shards, progress);
 
   ClusterManifest m;
   m.database = "tally";

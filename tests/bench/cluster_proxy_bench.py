@@ -94,7 +94,7 @@ def port_free(port: int) -> bool:
 
 
 def pick_base_port(requested: Optional[int]) -> int:
-    starts = [requested] if requested else range(21000, 60000, 1000)
+    starts = [requested] if requested else range(21000, 32000, 1000)  # below the ephemeral range
     for base in starts:
         if all(port_free(base + i) for i in range(PORT_BLOCK)):
             return base

@@ -7,9 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 
@@ -44,9 +46,24 @@ bool port_free(int port) {
   close(fd);
   return ok;
 }
+
+// The first port of the kernel's ephemeral range: outgoing connections (to PostgreSQL, ZooKeeper,
+// the proxies) take local ports from it, so a port that is free when we pick it can be taken by one
+// before the service that should listen on it starts. Blocks are kept below it.
+int ephemeral_range_start() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0;
+  if (in >> first && first > 1024) return first;
+  return 32768;  // Linux's default
+}
 }  // namespace
 
 int find_free_port_block(int span, int low, int high) {
+  high = std::min(high, ephemeral_range_start());
+  if (high - low < span) {
+    throw std::runtime_error("no room for a block of " + std::to_string(span) +
+                             " ports below the ephemeral range");
+  }
   std::mt19937 rng(static_cast<unsigned>(getpid()) ^ std::random_device{}());
   int slots = (high - low) / span;
   int start = static_cast<int>(rng() % static_cast<unsigned>(slots));

@@ -23,7 +23,9 @@ class TempDir {
 };
 
 // A base port such that [base, base+span) are all free on 127.0.0.1 right now, chosen from
-// [low, high) starting at a pseudo-random offset so concurrent runs rarely collide.
+// [low, high) starting at a pseudo-random offset so concurrent runs rarely collide. `high` is
+// lowered to the start of the kernel's ephemeral port range, where outgoing connections could take
+// a port between this check and the service's bind.
 int find_free_port_block(int span, int low = 20000, int high = 40000);
 
 struct CommandResult {
