@@ -275,7 +275,12 @@ def start_extra_proxy(env: Env, binary: Path, offset: int, ttl_ms: int, tag: str
     old_port = f"http_port: {cp['ports']['http']}"
     if old_port not in text or "stats_ttl_ms: 500" not in text:
         raise SetupError(f"unexpected cluster proxy config {cp['config']}")
+    # The analyst SQL endpoint must move too, or the copy cannot bind it.
+    old_pg = f"pg_port: {cp['ports']['pg']}"
+    if old_pg not in text:
+        raise SetupError(f"unexpected cluster proxy config {cp['config']} (no {old_pg})")
     text = (text.replace(old_port, f"http_port: {port}")
+            .replace(old_pg, f"pg_port: {port + 20}")  # base+170..
             .replace("stats_ttl_ms: 500", f"stats_ttl_ms: {ttl_ms}")
             .replace("id: cluster-proxy", f"id: cluster-proxy-{tag}"))
     cfg = env.tmp / f"cluster_proxy_{tag}.yaml"
