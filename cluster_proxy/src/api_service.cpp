@@ -86,6 +86,21 @@ ApiError statement_error(const StatementResult& s, const std::string& shard) {
   return e;
 }
 
+// Everything the answer depends on; the shard too, so a topology change never serves an answer
+// from the shard that used to own the video. Fields are separated by a byte no field contains.
+std::string stats_cache_key(const std::string& shard, const StatsRequest& r) {
+  std::string key;
+  key.reserve(shard.size() + r.video_id.size() + r.event_type.size() + 48);
+  key.append(shard).push_back('\x1f');
+  key.append(r.video_id).push_back('\x1f');
+  key.append(r.event_type).push_back('\x1f');
+  key.append(function_name(r.function)).push_back('\x1f');
+  key.append(std::to_string(r.range.start_ms)).push_back('\x1f');
+  key.append(std::to_string(r.range.end_ms)).push_back('\x1f');
+  if (r.granularity) key.append(granularity_name(*r.granularity));
+  return key;
+}
+
 json error_json(const ApiError& e) {
   json j = {{"code", e.status}, {"message", e.message}};
   if (!e.shards.empty()) j["shards"] = e.shards;
@@ -105,17 +120,26 @@ bool token_equal(std::string_view a, std::string_view b) {
 
 ApiService::ApiService(const ClusterProxyConfig& config, TopologyCache& topology,
                        std::vector<std::unique_ptr<ShardWorker>>& workers,
-                       CircuitBreakers& breakers, MetricsRegistry& metrics)
+                       CircuitBreakers& breakers, MetricsRegistry& metrics,
+                       ResultCache* stats_cache)
     : config_(config),
       topology_(topology),
       workers_(workers),
       breakers_(breakers),
-      metrics_(metrics) {
+      metrics_(metrics),
+      stats_cache_(stats_cache) {
   const char* help = "Requests refused for a missing (401) or wrong (403) bearer token";
   auth_missing_ =
       &metrics_.counter("tally_cluster_proxy_auth_failures_total", help, {{"reason", "missing"}});
   auth_invalid_ =
       &metrics_.counter("tally_cluster_proxy_auth_failures_total", help, {{"reason", "invalid"}});
+  if (stats_cache_ != nullptr) {
+    const char* cache_help = "Single stats reads by whether the proxy's stats cache answered them";
+    stats_cache_hits_ = &metrics_.counter("tally_cluster_proxy_stats_cache_lookups_total",
+                                          cache_help, {{"result", "hit"}});
+    stats_cache_misses_ = &metrics_.counter("tally_cluster_proxy_stats_cache_lookups_total",
+                                            cache_help, {{"result", "miss"}});
+  }
 }
 
 std::optional<ApiError> ApiService::check_auth(const HttpRequest& request, Access access) {
@@ -259,25 +283,44 @@ void ApiService::get_stats(HttpRequest&& request, Responder respond) {
     auto it = parsed->token->lsn_by_shard.find(shard.name);
     if (it != parsed->token->lsn_by_shard.end()) min_lsn = it->second;
   }
+  // The local cache answers a repeat within the TTL without a shard call. A read with a token
+  // must see its write, so it neither reads nor fills the cache (nor shares another read's answer:
+  // that one may predate the write). The shard proxies' cache is then not asked as well, so an
+  // answer is never more than stats_ttl_ms old.
+  const bool cacheable = stats_cache_ != nullptr && config_.stats_cache_ttl_ms > 0 && !min_lsn &&
+                         !parsed->token.has_value();
+  std::string cache_key;
+  if (cacheable) {
+    cache_key = stats_cache_key(shard.name, parsed->request);
+    if (auto hit = stats_cache_->lookup(cache_key)) {
+      stats_cache_hits_->inc();
+      return respond(HttpResponse::json(200, *hit));
+    }
+    stats_cache_misses_->inc();
+  }
+  const int shard_ttl_ms = stats_cache_ != nullptr ? 0 : config_.stats_cache_ttl_ms;
   ShardCall call = make_call(shard, true);
-  call.exchanges.push_back(
-      {{stats_statement(parsed->request, read_hint(config_.stats_cache_ttl_ms, min_lsn))}});
+  call.exchanges.push_back({{stats_statement(parsed->request, read_hint(shard_ttl_ms, min_lsn))}});
   ShardWorker& w = next_worker();
-  // A read with a token must not share another read's answer: that one may predate the write.
   bool consolidate = !parsed->token.has_value();
   w.post([this, &w, call = std::move(call), consolidate, req = std::move(parsed->request),
-          respond = std::move(respond)]() mutable {
+          cache_key = std::move(cache_key), respond = std::move(respond)]() mutable {
     std::string shard_name = call.shard;
     w.call(
         std::move(call),
-        [this, req = std::move(req), shard_name,
+        [this, req = std::move(req), shard_name, cache_key = std::move(cache_key),
          respond = std::move(respond)](Result<ShardCallResults> result) {
           if (!result.ok()) return respond(to_response(shard_error(result.error(), shard_name)));
           const StatementResult& s = (*result)[0][0];
           if (!s.ok) return respond(to_response(statement_error(s, shard_name)));
           json j = stats_json(req, s);
           j["shard"] = shard_name;
-          respond(HttpResponse::json(200, dump(j)));
+          std::string body = dump(j);
+          if (!cache_key.empty()) {
+            stats_cache_->insert(std::move(cache_key), std::make_shared<const std::string>(body),
+                                 std::chrono::milliseconds(config_.stats_cache_ttl_ms));
+          }
+          respond(HttpResponse::json(200, std::move(body)));
         },
         consolidate);
   });

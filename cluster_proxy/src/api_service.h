@@ -17,6 +17,7 @@
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/topology_cache.h"
+#include "common/cache/result_cache.h"
 #include "common/http/admin_endpoints.h"
 #include "common/http/http_server.h"
 
@@ -29,9 +30,11 @@ namespace tally::cluster_proxy {
 
 class ApiService {
  public:
+  // `stats_cache` answers repeated single stats reads for config.stats_cache_ttl_ms without a
+  // shard call; null when the local cache is off. It outlives the service.
   ApiService(const ClusterProxyConfig& config, TopologyCache& topology,
              std::vector<std::unique_ptr<ShardWorker>>& workers, CircuitBreakers& breakers,
-             MetricsRegistry& metrics);
+             MetricsRegistry& metrics, ResultCache* stats_cache);
 
   void register_routes(HttpServer& server);
   // For /readyz: ready while a routing table exists; reasons name a stale topology (ZooKeeper
@@ -64,6 +67,9 @@ class ApiService {
   MetricsRegistry& metrics_;
   std::atomic<uint64_t> next_worker_{0};
   std::atomic<const Routing*> gauges_for_{nullptr};
+  ResultCache* stats_cache_;
+  Counter* stats_cache_hits_ = nullptr;
+  Counter* stats_cache_misses_ = nullptr;
   Counter* auth_missing_ = nullptr;
   Counter* auth_invalid_ = nullptr;
 };

@@ -107,7 +107,12 @@ ClusterProxyConfig load_cluster_proxy_config(const std::filesystem::path& file) 
   if (auto cache = s.optional_section("cache")) {
     c.stats_cache_ttl_ms =
         static_cast<int>(cache->optional_int("stats_ttl_ms", c.stats_cache_ttl_ms, 0, 3600000));
+    c.stats_cache_max_bytes =
+        cache->optional_int("local_max_bytes", c.stats_cache_max_bytes, 0, int64_t{64} << 30);
     cache->finish();
+    if (c.stats_cache_max_bytes > 0 && c.stats_cache_max_bytes < (int64_t{1} << 20)) {
+      s.fail("cache.local_max_bytes", "expected 0 (no local stats cache) or at least 1048576");
+    }
   }
   if (auto resilience = s.optional_section("resilience")) {
     c.retry_attempts =

@@ -39,7 +39,11 @@ struct ClusterProxyConfig {
   int64_t max_body_bytes = 32 << 20;
   ApiLimits limits;
 
-  int stats_cache_ttl_ms = 500;  // the shard proxies' result cache for stats reads; 0: off
+  // How stale a stats read may be, in ms; 0: never from a cache. Single stats reads are answered
+  // from the proxy's own stats cache (bounded by stats_cache_max_bytes; 0 there hands the TTL to
+  // the shard proxies' result cache instead); batchGet and top use the shard proxies' cache.
+  int stats_cache_ttl_ms = 500;
+  int64_t stats_cache_max_bytes = int64_t{64} << 20;
   int retry_attempts = 2;
   int retry_backoff_ms = 20;
   int breaker_failure_threshold = 5;  // 0: no circuit breaker

@@ -74,7 +74,21 @@ Status ClusterProxyServer::start() {
     workers_.push_back(std::make_unique<ShardWorker>(wo, breakers_, metrics_, gauges_));
     workers_.back()->start();
   }
-  api_ = std::make_unique<ApiService>(config_, topology_, workers_, breakers_, metrics_);
+  if (config_.stats_cache_max_bytes > 0 && config_.stats_cache_ttl_ms > 0) {
+    ResultCacheOptions co;
+    co.max_bytes = static_cast<size_t>(config_.stats_cache_max_bytes);
+    auto cache = ResultCache::create(co);
+    if (!cache) return cache.error();
+    stats_cache_ = std::move(*cache);
+    metrics_.gauge_fn("tally_cluster_proxy_stats_cache_bytes",
+                      "Bytes the stats cache holds (charged: key, value and overhead)", {},
+                      [this] { return static_cast<double>(stats_cache_->stats().bytes); });
+    metrics_.gauge_fn("tally_cluster_proxy_stats_cache_evictions",
+                      "Live stats cache entries dropped to stay within cache.local_max_bytes", {},
+                      [this] { return static_cast<double>(stats_cache_->stats().evictions); });
+  }
+  api_ = std::make_unique<ApiService>(config_, topology_, workers_, breakers_, metrics_,
+                                      stats_cache_.get());
 
   HttpServerOptions ho;
   ho.address = config_.listen_address;

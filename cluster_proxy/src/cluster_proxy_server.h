@@ -47,6 +47,7 @@ class ClusterProxyServer {
   // then the HTTP server those connections refer to.
   std::unique_ptr<HttpServer> http_;
   std::vector<std::unique_ptr<ShardWorker>> workers_;
+  std::unique_ptr<ResultCache> stats_cache_;  // before api_, which points into it
   std::unique_ptr<ApiService> api_;
   std::unique_ptr<AnalystServer> analyst_;  // when the config has an analyst section; stopped first
 };

@@ -7,7 +7,7 @@
 
 #include "common/pgwire/md5_auth.h"
 #include "shard_proxy/src/proxy_metrics.h"
-#include "shard_proxy/src/result_cache.h"
+#include "common/cache/result_cache.h"
 
 namespace tally::shard_proxy {
 

@@ -18,7 +18,7 @@
 #include "common/zk/zk_client.h"
 #include "shard_proxy/src/node_monitor.h"
 #include "shard_proxy/src/proxy_metrics.h"
-#include "shard_proxy/src/result_cache.h"
+#include "common/cache/result_cache.h"
 #include "shard_proxy/src/shard_proxy_config.h"
 #include "shard_proxy/src/shard_state.h"
 #include "shard_proxy/src/worker.h"

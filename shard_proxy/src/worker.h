@@ -15,13 +15,15 @@
 #include "common/pgclient/backend_pool.h"
 #include "shard_proxy/src/shard_state.h"
 
+namespace tally {
+class ResultCache;
+}
 namespace tally::sql {
 class Classifier;
 }
 
 namespace tally::shard_proxy {
 
-class ResultCache;
 class ProxyMetrics;
 
 // Shared services a worker hands its sessions; all thread-safe.

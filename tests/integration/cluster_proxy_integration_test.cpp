@@ -568,6 +568,52 @@ TEST_F(ClusterProxyTest, ReadYourWritesTokenBypassesTheCache) {
   EXPECT_EQ(bg.j()["results"][0]["value"], 9) << bg.body;
 }
 
+// The proxy's own stats cache: a repeat within stats_ttl_ms (500 ms here) is answered without a
+// shard call, even after a write (bounded staleness), and a read after the TTL sees the write.
+TEST_F(ClusterProxyTest, StatsCacheAnswersRepeatsWithinTheTtlThenExpires) {
+  const std::string id = ids_[1][3];
+  const int64_t minute = k2025_11_22 + 13 * kHour;
+  auto target = "/v1/videos/" + id + "/stats?event_type=dislike&start=" + iso(k2025_11_22) +
+                "&end=" + iso(k2025_11_22 + kDay);
+  auto lookups = [](const std::string& result) -> int64_t {
+    std::string m = get("/metrics").body;
+    std::string name = "tally_cluster_proxy_stats_cache_lookups_total{result=\"" + result + "\"} ";
+    auto at = m.find(name);
+    return at == std::string::npos ? -1 : std::stoll(m.substr(at + name.size()));
+  };
+  const int64_t hits0 = lookups("hit");
+  const int64_t misses0 = lookups("miss");
+  ASSERT_GE(hits0, 0) << "no stats cache metrics: is the local cache on?";
+  auto t0 = Clock::now();
+  auto first = get(target);
+  ASSERT_EQ(first.status, 200) << first.body;
+  ASSERT_EQ(first.j()["value"], 0);
+  auto r =
+      apply({{"processor_id", "stats-cache"},
+             {"partition", 0},
+             {"from_offset", -1},
+             {"to_offset", 1},
+             {"rows",
+              {{{"video_id", id}, {"event_type", "dislike"}, {"minute", minute}, {"count", 4}}}}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto repeat = get(target);
+  const bool within_ttl = Clock::now() - t0 < std::chrono::milliseconds(400);
+  ASSERT_EQ(repeat.status, 200);
+  if (within_ttl) {  // on a loaded machine the repeat may come after the TTL: then a second miss
+    EXPECT_EQ(lookups("miss"), misses0 + 1);
+    EXPECT_EQ(repeat.body, first.body) << "a repeat within the TTL should come from the cache";
+    EXPECT_EQ(lookups("hit"), hits0 + 1);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  auto later = get(target);
+  ASSERT_EQ(later.status, 200);
+  EXPECT_EQ(later.j()["value"], 4) << "an answer outlived stats_ttl_ms: " << later.body;
+  // Another function of the same video is another entry, fresh from the shard.
+  auto sum = get(target + "&function=sum");
+  ASSERT_EQ(sum.status, 200) << sum.body;
+  EXPECT_EQ(sum.j()["value"], 0) << sum.body;  // dislikes carry no value
+}
+
 TEST_F(ClusterProxyTest, AShardWithBothNodesDownFailsFastWhileTheOtherServes) {
   ASSERT_TRUE(eventually_200(ids_[0][0]));
   for (const char* role : {"pg_replica", "pg_leader"}) {

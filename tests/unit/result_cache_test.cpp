@@ -1,7 +1,7 @@
 // Unit tests for the shard proxy's result cache: hits share the stored bytes, TTLs on an injected
 // clock, LRU order per shard, the memory bound and the per-entry limit, option checks, and four
 // threads reading and writing at once with consistent counters (run under TSan as well).
-#include "shard_proxy/src/result_cache.h"
+#include "common/cache/result_cache.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-namespace tally::shard_proxy {
+namespace tally {
 namespace {
 
 using std::chrono::milliseconds;
@@ -22,7 +22,7 @@ using std::chrono::milliseconds;
 // A clock that moves only when told to.
 class FakeClock {
  public:
-  SteadyClock as_function() {
+  CacheClock as_function() {
     return [this] {
       return std::chrono::steady_clock::time_point(
           std::chrono::nanoseconds(now_ns_.load(std::memory_order_relaxed)));
@@ -312,4 +312,4 @@ TEST(ResultCache, ConcurrentReadersAndWriters) {
 }
 
 }  // namespace
-}  // namespace tally::shard_proxy
+}  // namespace tally

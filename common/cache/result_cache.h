@@ -1,8 +1,8 @@
-// ResultCache: encoded wire responses of read statements, by a key the caller builds (statement
-// text, parameter values, result formats, database, user), each with its own TTL, under a memory
-// bound with LRU eviction. Lookups and inserts are O(1); a hit shares the stored bytes (no copy).
-// Any thread: the cache is split into shards by key hash, each behind its own mutex; stats() reads
-// atomics without locking.
+// ResultCache: encoded responses of reads, by a key the caller builds (the shard proxy: statement
+// text, parameter values, result formats, database, user; the cluster proxy: the canonical stats
+// request), each with its own TTL, under a memory bound with LRU eviction. Lookups and inserts are
+// O(1); a hit shares the stored bytes (no copy). Any thread: the cache is split into shards by key
+// hash, each behind its own mutex; stats() reads atomics without locking.
 #pragma once
 
 #include <atomic>
@@ -20,10 +20,10 @@
 
 #include "common/core/result.h"
 
-namespace tally::shard_proxy {
+namespace tally {
 
 // Returns the current time; injected so tests drive TTLs without sleeping.
-using SteadyClock = std::function<std::chrono::steady_clock::time_point()>;
+using CacheClock = std::function<std::chrono::steady_clock::time_point()>;
 
 struct ResultCacheOptions {
   // Upper bound of the charged bytes of all entries: key + value + kEntryOverheadBytes each.
@@ -34,7 +34,7 @@ struct ResultCacheOptions {
   // cached, so one response cannot flush a shard. >= 1; 8 by default.
   std::size_t entry_limit_divisor = 8;
   // Defaults to std::chrono::steady_clock::now.
-  SteadyClock clock;
+  CacheClock clock;
 };
 
 // Counters since construction; each is read atomically, the set is not a snapshot.
@@ -121,7 +121,7 @@ class ResultCache {
   };
 
   ResultCache(std::size_t shards, std::size_t shard_bytes, std::size_t max_entry_bytes,
-              SteadyClock clock);
+              CacheClock clock);
 
   Shard& shard_for(std::string_view key);
   // Both with the shard's mutex held.
@@ -131,7 +131,7 @@ class ResultCache {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::size_t shard_bytes_;
   std::size_t max_entry_bytes_;
-  SteadyClock clock_;
+  CacheClock clock_;
 };
 
-}  // namespace tally::shard_proxy
+}  // namespace tally

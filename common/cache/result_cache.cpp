@@ -1,10 +1,10 @@
-#include "shard_proxy/src/result_cache.h"
+#include "common/cache/result_cache.h"
 
 #include <algorithm>
 #include <iterator>
 #include <utility>
 
-namespace tally::shard_proxy {
+namespace tally {
 namespace {
 
 // The shard's mutex is held wherever a counter changes, so a plain load and store does; readers
@@ -46,15 +46,15 @@ Result<std::unique_ptr<ResultCache>> ResultCache::create(ResultCacheOptions opti
                           std::to_string(options.entry_limit_divisor) + " of a shard");
   }
   const std::size_t shard_bytes = options.max_bytes / options.shards;
-  SteadyClock clock = options.clock ? std::move(options.clock)
-                                    : SteadyClock([] { return std::chrono::steady_clock::now(); });
+  CacheClock clock = options.clock ? std::move(options.clock)
+                                   : CacheClock([] { return std::chrono::steady_clock::now(); });
   // The constructor is private: create() is the only way in, so make_unique cannot be used.
   return std::unique_ptr<ResultCache>(new ResultCache(
       options.shards, shard_bytes, shard_bytes / options.entry_limit_divisor, std::move(clock)));
 }
 
 ResultCache::ResultCache(std::size_t shards, std::size_t shard_bytes, std::size_t max_entry_bytes,
-                         SteadyClock clock)
+                         CacheClock clock)
     : shard_bytes_(shard_bytes), max_entry_bytes_(max_entry_bytes), clock_(std::move(clock)) {
   shards_.reserve(shards);
   for (std::size_t i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>());
@@ -193,4 +193,4 @@ ResultCacheStats ResultCache::stats() const {
   return out;
 }
 
-}  // namespace tally::shard_proxy
+}  // namespace tally
