@@ -318,6 +318,11 @@ Result<HavingQuery> having_query(const MergePlan& plan, const ResultSet& combine
     unnest += (k ? ", $" : "$") + std::to_string(first_array + static_cast<int>(k));
     names += "c" + std::to_string(k) + ", ";
   }
+  if (h.columns.empty()) {  // a condition on constants and parameters only
+    q.sql = "SELECT __tally_h.__tally_o FROM generate_series(1, " +
+            std::to_string(combined.rows.size()) + ") AS __tally_h(__tally_o) WHERE " + h.predicate;
+    return q;
+  }
   q.sql = "SELECT __tally_h.__tally_o FROM unnest(" + unnest + ") WITH ORDINALITY AS __tally_h(" +
           names + "__tally_o) WHERE " + h.predicate;
   return q;
