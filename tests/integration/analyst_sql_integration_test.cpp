@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -794,6 +795,7 @@ TEST_F(AnalystSqlTest, Jdbc) {
                          single_.users.at("analyst"))});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("JDBC OK"), std::string::npos) << r.output;
+  std::cout << r.output;
 }
 
 TEST_F(AnalystSqlTest, Psycopg2) {
@@ -807,6 +809,7 @@ TEST_F(AnalystSqlTest, Psycopg2) {
                 proxy_conninfo(), single_conninfo()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("PSYCOPG2 OK"), std::string::npos) << r.output;
+  std::cout << r.output;
 }
 
 }  // namespace
