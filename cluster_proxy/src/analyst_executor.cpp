@@ -88,12 +88,11 @@ bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::st
     done[i] = true;
   };
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    const int rc =
-        params == nullptr
-            ? PQsendQuery(conns[i], sql.c_str())
-            : PQsendQueryParams(conns[i], sql.c_str(), static_cast<int>(param_values.size()),
-                                types.data(), param_values.data(), lengths.data(),
-                                params->formats.data(), 0);
+    const int rc = params == nullptr ? PQsendQuery(conns[i], sql.c_str())
+                                     : PQsendQueryParams(conns[i], sql.c_str(),
+                                                         static_cast<int>(param_values.size()),
+                                                         types.data(), param_values.data(),
+                                                         lengths.data(), params->formats.data(), 0);
     if (rc != 1) {
       error.sqlstate = "08006";
       error.message =

@@ -69,9 +69,9 @@ StatementOutcome run_analyst_statement(AnalystExecutor& executor, const Topology
                                        const AnalystConfig& config, std::string_view sql_text,
                                        const ShardParams* params) {
   auto routing = topology.routing();
-  sql::QueryPlan plan = sql::plan_query(sql_text, routing->map,
-                                        params ? routing_values(*params)
-                                               : std::vector<std::optional<std::string>>{});
+  sql::QueryPlan plan =
+      sql::plan_query(sql_text, routing->map,
+                      params ? routing_values(*params) : std::vector<std::optional<std::string>>{});
   StatementOutcome out;
   switch (plan.kind) {
     case sql::QueryPlan::Kind::kEmpty:

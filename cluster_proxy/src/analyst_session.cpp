@@ -196,8 +196,8 @@ bool AnalystSession::parse(const pgwire::Parse& m) {
 bool AnalystSession::bind(const pgwire::Bind& m) {
   auto it = statements_.find(m.statement);
   if (it == statements_.end()) {
-    fail(SqlError{"26000",
-                  "prepared statement \"" + std::string(m.statement) + "\" does not exist", "", ""});
+    fail(SqlError{"26000", "prepared statement \"" + std::string(m.statement) + "\" does not exist",
+                  "", ""});
     return false;
   }
   if (!m.portal.empty() && portals_.count(m.portal)) {
@@ -217,9 +217,8 @@ bool AnalystSession::bind(const pgwire::Bind& m) {
   portal->statement = it->second;
   for (std::size_t i = 0; i < m.parameters.size(); ++i) {
     const auto& v = m.parameters[i];
-    portal->params.values.push_back(v ? std::optional<std::string>(std::string(*v))
-                                      : std::nullopt);
-    int format = m.parameter_formats.empty()         ? 0
+    portal->params.values.push_back(v ? std::optional<std::string>(std::string(*v)) : std::nullopt);
+    int format = m.parameter_formats.empty()       ? 0
                  : m.parameter_formats.size() == 1 ? m.parameter_formats[0]
                                                    : m.parameter_formats[i];
     uint32_t type = st.declared_types[i];
@@ -266,8 +265,8 @@ void AnalystSession::append_rows_description(const sql::ResultSet& result,
 
 bool AnalystSession::materialise(Portal& portal) {
   if (portal.materialised) return true;
-  portal.outcome = run_analyst_statement(executor_, topology_, config_, portal.statement->sql,
-                                         &portal.params);
+  portal.outcome =
+      run_analyst_statement(executor_, topology_, config_, portal.statement->sql, &portal.params);
   if (portal.outcome.kind == StatementOutcome::Kind::kError) {
     fail(portal.outcome.error);
     return false;

@@ -50,7 +50,7 @@ class ClusterProxyServer {
   std::vector<std::unique_ptr<ShardWorker>> workers_;
   std::unique_ptr<ApiService> api_;
   std::unique_ptr<AnalystServer> analyst_;  // when the config has an analyst section; stopped first
-  std::unique_ptr<SqlHttpService> sql_;      // POST /v1/sql, with the analyst section
+  std::unique_ptr<SqlHttpService> sql_;     // POST /v1/sql, with the analyst section
 };
 
 }  // namespace tally::cluster_proxy

@@ -12,12 +12,12 @@ using nlohmann::json;
 
 std::string type_name(uint32_t oid) {
   static const std::map<uint32_t, std::string> names = {
-      {16, "bool"},       {17, "bytea"},     {18, "char"},          {19, "name"},
-      {20, "int8"},       {21, "int2"},      {23, "int4"},          {25, "text"},
-      {26, "oid"},        {114, "json"},     {700, "float4"},       {701, "float8"},
-      {1042, "bpchar"},   {1043, "varchar"}, {1082, "date"},        {1083, "time"},
+      {16, "bool"},        {17, "bytea"},         {18, "char"},       {19, "name"},
+      {20, "int8"},        {21, "int2"},          {23, "int4"},       {25, "text"},
+      {26, "oid"},         {114, "json"},         {700, "float4"},    {701, "float8"},
+      {1042, "bpchar"},    {1043, "varchar"},     {1082, "date"},     {1083, "time"},
       {1114, "timestamp"}, {1184, "timestamptz"}, {1186, "interval"}, {1700, "numeric"},
-      {2950, "uuid"},     {3802, "jsonb"}};
+      {2950, "uuid"},      {3802, "jsonb"}};
   auto it = names.find(oid);
   return it != names.end() ? it->second : "oid " + std::to_string(oid);
 }
@@ -97,7 +97,8 @@ std::string result_to_csv(const sql::ResultSet& result) {
 std::string result_to_json(const sql::ResultSet& result, const std::string& command_tag) {
   json columns = json::array();
   for (const auto& c : result.columns) {
-    columns.push_back({{"name", c.name}, {"type", type_name(c.type_oid)}, {"type_oid", c.type_oid}});
+    columns.push_back(
+        {{"name", c.name}, {"type", type_name(c.type_oid)}, {"type_oid", c.type_oid}});
   }
   json rows = json::array();
   for (const auto& row : result.rows) {
@@ -223,9 +224,9 @@ void SqlHttpService::handle(HttpRequest&& request, Responder respond) {
       return;
     }
   }
-  HttpResponse busy = HttpResponse::error(
-      503, "too many SQL requests waiting (analyst.http_queue is " +
-               std::to_string(config_.http_queue) + "); retry later");
+  HttpResponse busy =
+      HttpResponse::error(503, "too many SQL requests waiting (analyst.http_queue is " +
+                                   std::to_string(config_.http_queue) + "); retry later");
   busy.headers.emplace_back("Retry-After", "1");
   job.respond(std::move(busy));
 }

@@ -21,9 +21,9 @@ void put_be(std::string& out, uint64_t v, int bytes) {
 }
 
 Error bad(uint32_t oid, std::string_view text) {
-  return make_error(ErrorCode::kInvalidArgument, "cannot encode \"" + std::string(text) +
-                                                     "\" as binary type oid " +
-                                                     std::to_string(oid));
+  return make_error(
+      ErrorCode::kInvalidArgument,
+      "cannot encode \"" + std::string(text) + "\" as binary type oid " + std::to_string(oid));
 }
 
 template <typename T>

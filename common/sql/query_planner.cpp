@@ -795,7 +795,8 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
   if (sel.contains("havingClause")) {
     const std::size_t hb = having_tok + 1;
     const std::size_t he = std::min(tail_tok, end);
-    if (having_tok >= toks.size() || hb >= he) return unsupported("this HAVING", "write HAVING expr");
+    if (having_tok >= toks.size() || hb >= he)
+      return unsupported("this HAVING", "write HAVING expr");
     // FuncCall and ColumnRef nodes of the condition by their source offset.
     std::map<int, json> calls;
     std::vector<std::pair<int, std::string>> column_refs;  // offset, text
@@ -827,7 +828,7 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
     std::sort(group_tokens.begin(), group_tokens.end(),
               [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
     HavingPlan having;
-    std::map<int, int> renumbered;  // statement parameter -> its number in the predicate
+    std::map<int, int> renumbered;             // statement parameter -> its number in the predicate
     std::vector<std::pair<int, int>> covered;  // source offsets replaced by a group column
     std::string predicate;
     int last_end = toks[hb].start;
@@ -844,8 +845,8 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
       if (call != calls.end() && i + 1 < he && toks[i + 1].type == PG_QUERY__TOKEN__ASCII_40) {
         // The call runs to its closing parenthesis, and on through FILTER (...).
         std::size_t j = i + 2;
-        while (j < he && !(toks[j].type == PG_QUERY__TOKEN__ASCII_41 &&
-                           toks[j].depth == toks[i + 1].depth)) {
+        while (j < he &&
+               !(toks[j].type == PG_QUERY__TOKEN__ASCII_41 && toks[j].depth == toks[i + 1].depth)) {
           ++j;
         }
         if (j + 2 < he && toks[j + 1].type == PG_QUERY__TOKEN__FILTER &&
@@ -898,8 +899,9 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
         std::size_t k = 0;
         while (k < toks.size() && toks[k].start != offset) ++k;
         std::string name = k < toks.size() ? text.span(k, k + 1) : "a column";
-        return unsupported("HAVING on " + name + " outside an aggregate unless it is a GROUP BY "
-                                                 "expression written the same way",
+        return unsupported("HAVING on " + name +
+                               " outside an aggregate unless it is a GROUP BY "
+                               "expression written the same way",
                            "write the GROUP BY expression exactly, or move the condition to WHERE");
       }
     }
@@ -907,8 +909,7 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
     plan.merge.having = std::move(having);
   }
   plan.merge.combine = true;
-  plan.shard_sql =
-      select + " " + text.span(from_tok, std::min({group_tok, having_tok, tail_tok}));
+  plan.shard_sql = select + " " + text.span(from_tok, std::min({group_tok, having_tok, tail_tok}));
   if (!group_exprs.empty()) {
     plan.shard_sql += " GROUP BY ";
     for (std::size_t i = 0; i < group_exprs.size(); ++i) {

@@ -280,8 +280,7 @@ Result<HavingQuery> having_query(const MergePlan& plan, const ResultSet& combine
   const HavingPlan& h = *plan.having;
   for (int n : h.parameters) {
     if (n < 1 || static_cast<std::size_t>(n) > bound_parameters) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "there is no parameter $" + std::to_string(n));
+      return make_error(ErrorCode::kInvalidArgument, "there is no parameter $" + std::to_string(n));
     }
     q.user_parameters.push_back(n);
   }

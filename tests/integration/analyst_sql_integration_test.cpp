@@ -614,8 +614,9 @@ TEST_F(AnalystSqlTest, ExtendedProtocolMatchesOnePostgres) {
     if (PQresultStatus(raw) == PGRES_PIPELINE_SYNC) ++syncs;
     if (PQresultStatus(raw) == PGRES_TUPLES_OK) values.push_back(PQgetvalue(raw, 0, 0));
   }
-  std::vector<ExecStatusType> want = {PGRES_TUPLES_OK,       PGRES_FATAL_ERROR, PGRES_PIPELINE_ABORTED,
-                                      PGRES_PIPELINE_SYNC,   PGRES_TUPLES_OK,   PGRES_PIPELINE_SYNC};
+  std::vector<ExecStatusType> want = {PGRES_TUPLES_OK,        PGRES_FATAL_ERROR,
+                                      PGRES_PIPELINE_ABORTED, PGRES_PIPELINE_SYNC,
+                                      PGRES_TUPLES_OK,        PGRES_PIPELINE_SYNC};
   EXPECT_EQ(statuses, want);
   ASSERT_EQ(values.size(), 2u);
   EXPECT_EQ(values[1], "80");
@@ -748,9 +749,9 @@ TEST_F(AnalystSqlTest, HttpSql) {
     ASSERT_EQ(rc.status, 200) << rc.body;
     EXPECT_EQ(rc.headers["content-type"], "text/csv; charset=utf-8");
     EXPECT_EQ(rc.body, csv);
-    auto curl = run({"curl", "-sS", "-H", "Accept: text/csv", "-H",
-                     "Content-Type: application/json", "--data-binary", body.dump(),
-                     "http://127.0.0.1:" + std::to_string(port) + "/v1/sql"});
+    auto curl =
+        run({"curl", "-sS", "-H", "Accept: text/csv", "-H", "Content-Type: application/json",
+             "--data-binary", body.dump(), "http://127.0.0.1:" + std::to_string(port) + "/v1/sql"});
     EXPECT_EQ(curl.exit_code, 0) << curl.output;
     EXPECT_EQ(curl.output, csv);
   }
@@ -787,12 +788,12 @@ TEST_F(AnalystSqlTest, Jdbc) {
   const std::string jar = "/usr/share/java/postgresql.jar";
   ASSERT_TRUE(std::filesystem::exists(jar))
       << jar << " is missing: scripts/install-deps.sh installs libpostgresql-jdbc-java";
-  auto r = run({"java", "-cp", jar,
-                std::string(TALLY_SOURCE_DIR) + "/tests/integration/clients/AnalystJdbcCheck.java",
-                jdbc_url(cluster_.with_role("cluster_proxy")[0]->ports.at("pg"),
-                         cluster_.users.at("analyst")),
-                jdbc_url(single_.with_role("pg_leader")[0]->ports.at("pg"),
-                         single_.users.at("analyst"))});
+  auto r = run(
+      {"java", "-cp", jar,
+       std::string(TALLY_SOURCE_DIR) + "/tests/integration/clients/AnalystJdbcCheck.java",
+       jdbc_url(cluster_.with_role("cluster_proxy")[0]->ports.at("pg"),
+                cluster_.users.at("analyst")),
+       jdbc_url(single_.with_role("pg_leader")[0]->ports.at("pg"), single_.users.at("analyst"))});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("JDBC OK"), std::string::npos) << r.output;
   std::cout << r.output;
@@ -804,9 +805,10 @@ TEST_F(AnalystSqlTest, Psycopg2) {
   ASSERT_EQ(probe.exit_code, 0)
       << "psycopg2 is missing: scripts/install-deps.sh installs python3-psycopg2\n"
       << probe.output;
-  auto r = run({python,
-                std::string(TALLY_SOURCE_DIR) + "/tests/integration/clients/analyst_psycopg2_check.py",
-                proxy_conninfo(), single_conninfo()});
+  auto r =
+      run({python,
+           std::string(TALLY_SOURCE_DIR) + "/tests/integration/clients/analyst_psycopg2_check.py",
+           proxy_conninfo(), single_conninfo()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("PSYCOPG2 OK"), std::string::npos) << r.output;
   std::cout << r.output;

@@ -245,8 +245,7 @@ TEST(QueryPlannerTest, CrossShardHavingBecomesAPredicateOverCombinedGroups) {
   ASSERT_TRUE(p.merge.combine);
   ASSERT_TRUE(p.merge.having.has_value());
   const auto& h = *p.merge.having;
-  EXPECT_EQ(h.predicate,
-            "__tally_h.c0 > $1 AND (__tally_h.c1) <> 'like' OR __tally_h.c2 = 0");
+  EXPECT_EQ(h.predicate, "__tally_h.c0 > $1 AND (__tally_h.c1) <> 'like' OR __tally_h.c2 = 0");
   EXPECT_EQ(h.parameters, std::vector<int>{2});
   ASSERT_EQ(h.columns.size(), 3u);
   EXPECT_EQ(p.merge.hidden_columns, 3);
@@ -259,8 +258,8 @@ TEST(QueryPlannerTest, CrossShardHavingBecomesAPredicateOverCombinedGroups) {
 
   // Combined groups -> the HAVING query's arrays, then the filter and the final order.
   ResultSet a;
-  a.columns = {{"g", 25, -1, -1},  {"event_type", 25, -1, -1}, {"sum", 1700, -1, -1},
-               {"s", 1700, -1, -1}, {"n", 20, 8, -1},          {"f", 20, 8, -1}};
+  a.columns = {{"g", 25, -1, -1},   {"event_type", 25, -1, -1}, {"sum", 1700, -1, -1},
+               {"s", 1700, -1, -1}, {"n", 20, 8, -1},           {"f", 20, 8, -1}};
   a.rows = {{"view", "view", "10", "10", "2", "1"}, {"like", "like", "4", "4", "1", "0"}};
   auto combined = combine_results(p.merge, {a}, 100);
   ASSERT_TRUE(combined.ok()) << combined.error().message;
@@ -274,8 +273,8 @@ TEST(QueryPlannerTest, CrossShardHavingBecomesAPredicateOverCombinedGroups) {
   ASSERT_EQ(q->arrays.size(), 3u);
   EXPECT_EQ(q->arrays[0], "{\"5.0000000000000000\",\"4.0000000000000000\"}");
   EXPECT_EQ(q->arrays[1], "{\"view\",\"like\"}");
-  EXPECT_EQ(q->array_types[0], 1231u);  // numeric[]
-  EXPECT_EQ(q->array_types[2], 1016u);  // int8[]
+  EXPECT_EQ(q->array_types[0], 1231u);                     // numeric[]
+  EXPECT_EQ(q->array_types[2], 1016u);                     // int8[]
   EXPECT_FALSE(having_query(p.merge, *combined, 1).ok());  // $2 not bound
   ResultSet kept;
   kept.columns = {{"o", 20, 8, -1}};
