@@ -22,6 +22,10 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 zookeeper libslf4j-java default-jre-headless
   # process tools used by tallyctl and the tests
   procps curl
+  # client drivers the analyst SQL integration test runs against the cluster proxy, since each
+  # speaks the PostgreSQL protocol differently: JDBC (extended protocol, binary results; run with
+  # the JDK's `java File.java`) and psycopg2 (simple protocol, client-side parameters)
+  libpostgresql-jdbc-java default-jdk-headless python3-psycopg2
   # benchmarks (tests/bench/shard_proxy_bench.py; pgbench comes with postgresql-client-15)
   pgbouncer libbenchmark-dev
   # fuzzing (scripts/fuzz.sh: libFuzzer and the sanitizer runtimes)

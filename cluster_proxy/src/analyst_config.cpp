@@ -12,6 +12,8 @@ AnalystConfig load_analyst_config(ConfigSection& s) {
   c.statement_timeout_ms =
       static_cast<int>(s.optional_int("statement_timeout_ms", c.statement_timeout_ms, 10, 3600000));
   c.max_result_rows = s.optional_int("max_result_rows", c.max_result_rows, 1, 1000000000);
+  c.http_threads = static_cast<int>(s.optional_int("http_threads", c.http_threads, 1, 256));
+  c.http_queue = static_cast<int>(s.optional_int("http_queue", c.http_queue, 1, 100000));
   s.finish();
   return c;
 }

@@ -20,10 +20,14 @@ struct AnalystConfig {
   int max_sessions = 64;              // one thread each
   int statement_timeout_ms = 30000;   // whole statement, all shards
   int64_t max_result_rows = 1000000;  // rows held for one merged result
+  // POST /v1/sql: threads running statements (each with its own shard connections) and how many
+  // requests may wait for one (more: 503).
+  int http_threads = 4;
+  int http_queue = 64;
 };
 
 // Reads the keys of `section` (pg_port, user, password, max_sessions, statement_timeout_ms,
-// max_result_rows) and finishes it.
+// max_result_rows, http_threads, http_queue) and finishes it.
 AnalystConfig load_analyst_config(ConfigSection& section);
 
 }  // namespace tally::cluster_proxy

@@ -60,8 +60,19 @@ PGconn* AnalystExecutor::connection(const ShardTarget& target, SqlError& error) 
 }
 
 bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::string& sql,
-                          std::chrono::steady_clock::time_point deadline,
+                          const ShardParams* params, std::chrono::steady_clock::time_point deadline,
                           std::vector<ShardAnswer>& answers, SqlError& error) {
+  std::vector<const char*> param_values;
+  std::vector<int> lengths;
+  std::vector<Oid> types;
+  if (params != nullptr) {
+    for (std::size_t i = 0; i < params->values.size(); ++i) {
+      const auto& v = params->values[i];
+      param_values.push_back(v ? v->data() : nullptr);
+      lengths.push_back(v ? static_cast<int>(v->size()) : 0);
+      types.push_back(params->types[i]);
+    }
+  }
   answers.assign(targets.size(), ShardAnswer{});
   std::vector<PGconn*> conns(targets.size(), nullptr);
   for (std::size_t i = 0; i < targets.size(); ++i) {
@@ -77,7 +88,12 @@ bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::st
     done[i] = true;
   };
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    if (PQsendQuery(conns[i], sql.c_str()) != 1) {
+    const int rc = params == nullptr ? PQsendQuery(conns[i], sql.c_str())
+                                     : PQsendQueryParams(conns[i], sql.c_str(),
+                                                         static_cast<int>(param_values.size()),
+                                                         types.data(), param_values.data(),
+                                                         lengths.data(), params->formats.data(), 0);
+    if (rc != 1) {
       error.sqlstate = "08006";
       error.message =
           "lost the connection to shard " + targets[i].shard + ": " + PQerrorMessage(conns[i]);
@@ -167,6 +183,88 @@ bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::st
     poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(wait + 1, 1000)));
   }
   return !failed;
+}
+
+bool AnalystExecutor::collect(const ShardTarget& target, PGconn* conn,
+                              std::chrono::steady_clock::time_point deadline,
+                              std::vector<Res>& results, SqlError& error) {
+  bool failed = false;
+  for (;;) {
+    if (PQconsumeInput(conn) != 1) {
+      error.sqlstate = "08006";
+      error.message = "lost the connection to shard " + target.shard;
+      connections_.erase(target.address);
+      return false;
+    }
+    while (PQisBusy(conn) == 0) {
+      PGresult* r = PQgetResult(conn);
+      if (r == nullptr) return !failed;
+      Res res(r, &PQclear);
+      ExecStatusType st = PQresultStatus(r);
+      if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        if (!failed) error = from_result(r, "");
+        failed = true;
+      } else {
+        results.push_back(std::move(res));
+      }
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      error.sqlstate = "57014";
+      error.message = "canceling statement due to statement timeout";
+      error.hint = "narrow the query or raise analyst.statement_timeout_ms";
+      connections_.erase(target.address);
+      return false;
+    }
+    pollfd fd{PQsocket(conn), POLLIN, 0};
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    poll(&fd, 1, static_cast<int>(std::min<int64_t>(wait + 1, 1000)));
+  }
+}
+
+bool AnalystExecutor::describe(const ShardTarget& target, const std::string& sql,
+                               const std::vector<uint32_t>& parameter_types,
+                               std::chrono::steady_clock::time_point deadline,
+                               StatementDescription& out, SqlError& error) {
+  PGconn* conn = connection(target, error);
+  if (conn == nullptr) return false;
+  std::vector<Oid> types(parameter_types.begin(), parameter_types.end());
+  std::vector<Res> results;
+  if (PQsendPrepare(conn, "", sql.c_str(), static_cast<int>(types.size()), types.data()) != 1) {
+    error.sqlstate = "08006";
+    error.message = "lost the connection to shard " + target.shard + ": " + PQerrorMessage(conn);
+    connections_.erase(target.address);
+    return false;
+  }
+  if (!collect(target, conn, deadline, results, error)) return false;
+  results.clear();
+  if (PQsendDescribePrepared(conn, "") != 1) {
+    error.sqlstate = "08006";
+    error.message = "lost the connection to shard " + target.shard + ": " + PQerrorMessage(conn);
+    connections_.erase(target.address);
+    return false;
+  }
+  if (!collect(target, conn, deadline, results, error)) return false;
+  if (results.empty()) {
+    error.sqlstate = "XX000";
+    error.message = "shard " + target.shard + " sent no statement description";
+    return false;
+  }
+  const PGresult* r = results.front().get();
+  out.parameter_types.clear();
+  for (int i = 0; i < PQnparams(r); ++i) out.parameter_types.push_back(PQparamtype(r, i));
+  out.columns.clear();
+  const int nf = PQnfields(r);
+  for (int f = 0; f < nf; ++f) {
+    sql::ResultColumn c;
+    c.name = PQfname(r, f);
+    c.type_oid = PQftype(r, f);
+    c.type_size = static_cast<int16_t>(PQfsize(r, f));
+    c.type_modifier = PQfmod(r, f);
+    out.columns.push_back(std::move(c));
+  }
+  out.returns_rows = nf > 0;
+  return true;
 }
 
 }  // namespace tally::cluster_proxy

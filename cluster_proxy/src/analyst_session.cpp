@@ -7,9 +7,9 @@
 #include <variant>
 
 #include "common/pgwire/backend_encoder.h"
+#include "common/pgwire/binary_values.h"
 #include "common/pgwire/md5_auth.h"
 #include "common/sql/query_planner.h"
-#include "common/sql/result_merge.h"
 
 namespace tally::cluster_proxy {
 namespace {
@@ -145,102 +145,312 @@ bool AnalystSession::startup() {
   return send(out);
 }
 
-void AnalystSession::execute(std::string_view sql_text, std::string& out) {
-  auto routing = topology_.routing();
-  sql::QueryPlan plan = sql::plan_query(sql_text, routing->map);
+void AnalystSession::fail(const SqlError& error) {
+  append_error(out_, error);
+  skip_to_sync_ = true;
+}
+
+void AnalystSession::simple_query(std::string_view sql_text) {
+  // The simple protocol also drops the unnamed statement and portal, as PostgreSQL does.
+  statements_.erase("");
+  portals_.erase("");
+  StatementOutcome o = run_analyst_statement(executor_, topology_, config_, sql_text, nullptr);
+  switch (o.kind) {
+    case StatementOutcome::Kind::kEmpty:
+      pgwire::append_empty_query_response(out_);
+      break;
+    case StatementOutcome::Kind::kCommand:
+      pgwire::append_command_complete(out_, o.command_tag);
+      break;
+    case StatementOutcome::Kind::kError:
+      append_error(out_, o.error);
+      break;
+    case StatementOutcome::Kind::kRows:
+      append_result(out_, o.result, o.command_tag);
+      break;
+  }
+  pgwire::append_ready_for_query(out_, pgwire::TransactionStatus::kIdle);
+}
+
+bool AnalystSession::parse(const pgwire::Parse& m) {
+  if (!m.statement.empty() && statements_.count(m.statement)) {
+    fail(SqlError{"42P05", "prepared statement \"" + std::string(m.statement) + "\" already exists",
+                  "", ""});
+    return false;
+  }
+  auto info = sql::statement_parameters(m.query);
+  if (!info.ok()) {
+    fail(SqlError{"42601", info.error().message, "", ""});
+    return false;
+  }
+  auto p = std::make_shared<Prepared>();
+  p->sql = std::string(m.query);
+  p->declared_types = m.parameter_types;
+  p->parameter_count = std::max(static_cast<int>(m.parameter_types.size()), *info);
+  p->declared_types.resize(static_cast<std::size_t>(p->parameter_count), 0);
+  statements_[std::string(m.statement)] = std::move(p);
+  pgwire::append_parse_complete(out_);
+  return true;
+}
+
+bool AnalystSession::bind(const pgwire::Bind& m) {
+  auto it = statements_.find(m.statement);
+  if (it == statements_.end()) {
+    fail(SqlError{"26000", "prepared statement \"" + std::string(m.statement) + "\" does not exist",
+                  "", ""});
+    return false;
+  }
+  if (!m.portal.empty() && portals_.count(m.portal)) {
+    fail(SqlError{"42P03", "portal \"" + std::string(m.portal) + "\" already exists", "", ""});
+    return false;
+  }
+  const Prepared& st = *it->second;
+  if (static_cast<int>(m.parameters.size()) != st.parameter_count) {
+    fail(SqlError{"08P01",
+                  "bind message supplies " + std::to_string(m.parameters.size()) +
+                      " parameters, but prepared statement \"" + std::string(m.statement) +
+                      "\" requires " + std::to_string(st.parameter_count),
+                  "", ""});
+    return false;
+  }
+  auto portal = std::make_unique<Portal>();
+  portal->statement = it->second;
+  for (std::size_t i = 0; i < m.parameters.size(); ++i) {
+    const auto& v = m.parameters[i];
+    portal->params.values.push_back(v ? std::optional<std::string>(std::string(*v)) : std::nullopt);
+    int format = m.parameter_formats.empty()       ? 0
+                 : m.parameter_formats.size() == 1 ? m.parameter_formats[0]
+                                                   : m.parameter_formats[i];
+    uint32_t type = st.declared_types[i];
+    if (type == 0 && st.description && i < st.description->parameter_types.size()) {
+      type = st.description->parameter_types[i];
+    }
+    portal->params.types.push_back(type);
+    portal->params.formats.push_back(format);
+  }
+  portal->result_formats = m.result_formats;
+  portals_[std::string(m.portal)] = std::move(portal);
+  pgwire::append_bind_complete(out_);
+  return true;
+}
+
+bool AnalystSession::describe_statement(Prepared& st) {
+  if (st.description) return true;
+  StatementDescription d;
   SqlError error;
-  switch (plan.kind) {
-    case sql::QueryPlan::Kind::kEmpty:
-      pgwire::append_empty_query_response(out);
-      return;
-    case sql::QueryPlan::Kind::kNoop:
-      pgwire::append_command_complete(out, plan.command_tag);
-      return;
-    case sql::QueryPlan::Kind::kError:
-      error.sqlstate = plan.error.sqlstate;
-      error.message = plan.error.message;
-      error.hint = plan.error.hint;
-      append_error(out, error);
-      return;
-    case sql::QueryPlan::Kind::kAnyShard:
-      plan.shards = {0};
-      break;
-    case sql::QueryPlan::Kind::kShards:
-      break;
+  if (!describe_analyst_statement(executor_, topology_, config_, st.sql, st.declared_types, d,
+                                  error)) {
+    fail(error);
+    return false;
   }
-  std::vector<ShardTarget> targets;
-  for (std::size_t i : plan.shards) {
-    const auto& route = routing->shards.at(i);
-    if (route.proxies.empty()) {
-      error.sqlstate = "08006";
-      error.message = "shard " + route.name + " has no shard proxy";
-      append_error(out, error);
-      return;
+  st.description = std::move(d);
+  return true;
+}
+
+void AnalystSession::append_rows_description(const sql::ResultSet& result,
+                                             const std::vector<int16_t>& formats) {
+  std::vector<pgwire::FieldDescription> fields;
+  for (std::size_t i = 0; i < result.columns.size(); ++i) {
+    const auto& c = result.columns[i];
+    pgwire::FieldDescription f;
+    f.name = c.name;
+    f.type_oid = c.type_oid;
+    f.type_size = c.type_size;
+    f.type_modifier = c.type_modifier;
+    f.format = i < formats.size() ? formats[i] : 0;
+    fields.push_back(f);
+  }
+  pgwire::append_row_description(out_, fields);
+}
+
+bool AnalystSession::materialise(Portal& portal) {
+  if (portal.materialised) return true;
+  portal.outcome =
+      run_analyst_statement(executor_, topology_, config_, portal.statement->sql, &portal.params);
+  if (portal.outcome.kind == StatementOutcome::Kind::kError) {
+    fail(portal.outcome.error);
+    return false;
+  }
+  const auto& columns = portal.outcome.result.columns;
+  const auto& rf = portal.result_formats;
+  if (portal.outcome.kind == StatementOutcome::Kind::kRows && rf.size() > 1 &&
+      rf.size() != columns.size()) {
+    fail(SqlError{"08P01",
+                  "bind message has " + std::to_string(rf.size()) +
+                      " result formats but query has " + std::to_string(columns.size()) +
+                      " columns",
+                  "", ""});
+    return false;
+  }
+  portal.formats.clear();
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    int16_t f = rf.empty() ? 0 : rf.size() == 1 ? rf[0] : rf[i];
+    if (f == 1 && !pgwire::binary_format_supported(columns[i].type_oid)) {
+      fail(SqlError{"0A000",
+                    "the analyst endpoint cannot send column \"" + columns[i].name +
+                        "\" (type oid " + std::to_string(columns[i].type_oid) + ") in binary",
+                    "", "request text format for that column"});
+      return false;
     }
-    targets.push_back(ShardTarget{route.name, route.proxies.front()});
+    portal.formats.push_back(f);
   }
-  auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.statement_timeout_ms);
-  std::vector<ShardAnswer> answers;
-  if (!executor_.run(targets, plan.shard_sql, deadline, answers, error)) {
-    append_error(out, error);
-    return;
-  }
-  if (targets.size() == 1 && !plan.merge.combine && plan.merge.hidden_columns == 0) {
-    // Verbatim on one shard: its answer as is.
-    auto& a = answers.front();
-    if (a.result.columns.empty() && a.result.rows.empty() &&
-        a.command_tag.rfind("SELECT", 0) != 0 && a.command_tag != "SHOW") {
-      pgwire::append_command_complete(out, a.command_tag);
+  portal.materialised = true;
+  return true;
+}
+
+bool AnalystSession::describe(const pgwire::Describe& m) {
+  if (m.kind == pgwire::TargetKind::kStatement) {
+    auto it = statements_.find(m.name);
+    if (it == statements_.end()) {
+      fail(SqlError{"26000", "prepared statement \"" + std::string(m.name) + "\" does not exist",
+                    "", ""});
+      return false;
+    }
+    if (!describe_statement(*it->second)) return false;
+    const auto& d = *it->second->description;
+    // Declared types win; the shard inferred the rest.
+    std::vector<uint32_t> types = d.parameter_types;
+    const auto& declared = it->second->declared_types;
+    types.resize(std::max(types.size(), declared.size()), 0);
+    for (std::size_t i = 0; i < declared.size(); ++i) {
+      if (declared[i] != 0) types[i] = declared[i];
+    }
+    pgwire::append_parameter_description(out_, types);
+    if (d.returns_rows) {
+      sql::ResultSet shape;
+      shape.columns = d.columns;
+      append_rows_description(shape, {});
     } else {
-      append_result(out, a.result, a.command_tag);
+      pgwire::append_no_data(out_);
     }
-    return;
+    return true;
   }
-  std::vector<sql::ResultSet> results;
-  for (auto& a : answers) results.push_back(std::move(a.result));
-  auto merged = sql::merge_results(plan.merge, std::move(results),
-                                   static_cast<std::size_t>(config_.max_result_rows));
-  if (!merged.ok()) {
-    error.sqlstate = std::string(error_sqlstate(merged.error().code));
-    if (merged.error().code == ErrorCode::kResourceExhausted) error.sqlstate = "54000";
-    if (merged.error().code == ErrorCode::kInvalidArgument) error.sqlstate = "22003";
-    error.message = merged.error().message;
-    append_error(out, error);
-    return;
+  auto it = portals_.find(m.name);
+  if (it == portals_.end()) {
+    fail(SqlError{"34000", "portal \"" + std::string(m.name) + "\" does not exist", "", ""});
+    return false;
   }
-  append_result(out, *merged, "SELECT " + std::to_string(merged->rows.size()));
+  Portal& portal = *it->second;
+  if (!materialise(portal)) return false;
+  if (portal.outcome.kind == StatementOutcome::Kind::kRows) {
+    append_rows_description(portal.outcome.result, portal.formats);
+  } else {
+    pgwire::append_no_data(out_);
+  }
+  return true;
+}
+
+bool AnalystSession::execute(const pgwire::Execute& m) {
+  auto it = portals_.find(m.portal);
+  if (it == portals_.end()) {
+    fail(SqlError{"34000", "portal \"" + std::string(m.portal) + "\" does not exist", "", ""});
+    return false;
+  }
+  Portal& portal = *it->second;
+  if (!materialise(portal)) return false;
+  switch (portal.outcome.kind) {
+    case StatementOutcome::Kind::kEmpty:
+      pgwire::append_empty_query_response(out_);
+      return true;
+    case StatementOutcome::Kind::kCommand:
+      pgwire::append_command_complete(out_, portal.outcome.command_tag);
+      return true;
+    case StatementOutcome::Kind::kError:  // materialise() failed already
+      return false;
+    case StatementOutcome::Kind::kRows:
+      break;
+  }
+  const auto& rows = portal.outcome.result.rows;
+  const auto& columns = portal.outcome.result.columns;
+  std::size_t stop = rows.size();
+  if (m.max_rows > 0) stop = std::min(stop, portal.sent + static_cast<std::size_t>(m.max_rows));
+  std::vector<std::string> binary(columns.size());
+  std::vector<std::optional<std::string_view>> values;
+  for (std::size_t r = portal.sent; r < stop; ++r) {
+    values.clear();
+    for (std::size_t c = 0; c < columns.size(); ++c) {
+      const auto& v = rows[r][c];
+      if (!v) {
+        values.emplace_back(std::nullopt);
+      } else if (portal.formats[c] == 1) {
+        auto b = pgwire::text_to_binary(columns[c].type_oid, *v);
+        if (!b.ok()) {
+          fail(SqlError{std::string(error_sqlstate(b.error().code)), b.error().message, "", ""});
+          return false;
+        }
+        binary[c] = std::move(*b);
+        values.emplace_back(binary[c]);
+      } else {
+        values.emplace_back(*v);
+      }
+    }
+    pgwire::append_data_row(out_, values);
+    if (out_.size() > (std::size_t{1} << 20)) {
+      if (!send(out_)) return false;
+      out_.clear();
+    }
+  }
+  const std::size_t sent_now = stop - portal.sent;
+  portal.sent = stop;
+  if (stop < rows.size()) {
+    pgwire::append_portal_suspended(out_);
+  } else {
+    // PostgreSQL's tag counts the rows this Execute returned.
+    pgwire::append_command_complete(out_, portal.outcome.command_tag.rfind("SELECT", 0) == 0
+                                              ? "SELECT " + std::to_string(sent_now)
+                                              : portal.outcome.command_tag);
+  }
+  return true;
+}
+
+void AnalystSession::close(const pgwire::Close& m) {
+  if (m.kind == pgwire::TargetKind::kStatement) {
+    statements_.erase(std::string(m.name));
+  } else {
+    portals_.erase(std::string(m.name));
+  }
+  pgwire::append_close_complete(out_);
 }
 
 void AnalystSession::run() {
   if (!startup()) return;
   pgwire::FrontendMessage m;
-  bool skip_to_sync = false;
   while (next(m)) {
-    std::string out;
-    if (auto* q = std::get_if<pgwire::Query>(&m)) {
-      execute(q->sql, out);
-      pgwire::append_ready_for_query(out, pgwire::TransactionStatus::kIdle);
-    } else if (std::holds_alternative<pgwire::Terminate>(m)) {
+    bool flush = false;
+    if (std::holds_alternative<pgwire::Terminate>(m)) {
       return;
+    } else if (skip_to_sync_ && !std::holds_alternative<pgwire::Sync>(m)) {
+      continue;  // PostgreSQL discards everything after an extended-protocol error until Sync
+    } else if (auto* q = std::get_if<pgwire::Query>(&m)) {
+      simple_query(q->sql);
+      flush = true;
     } else if (std::holds_alternative<pgwire::Sync>(m)) {
-      skip_to_sync = false;
-      pgwire::append_ready_for_query(out, pgwire::TransactionStatus::kIdle);
+      skip_to_sync_ = false;
+      portals_.erase("");  // the implicit transaction ends: its unnamed portal goes
+      pgwire::append_ready_for_query(out_, pgwire::TransactionStatus::kIdle);
+      flush = true;
     } else if (std::holds_alternative<pgwire::Flush>(m)) {
-      continue;
+      flush = true;
+    } else if (auto* p = std::get_if<pgwire::Parse>(&m)) {
+      parse(*p);
+    } else if (auto* b = std::get_if<pgwire::Bind>(&m)) {
+      bind(*b);
+    } else if (auto* d = std::get_if<pgwire::Describe>(&m)) {
+      describe(*d);
+    } else if (auto* e = std::get_if<pgwire::Execute>(&m)) {
+      execute(*e);
+    } else if (auto* c = std::get_if<pgwire::Close>(&m)) {
+      close(*c);
     } else {
-      if (skip_to_sync) continue;
-      skip_to_sync = true;
-      SqlError e;
-      e.sqlstate = "0A000";
-      e.message = std::string("the analyst endpoint does not support ") +
-                  std::string(pgwire::message_name(m)) + " messages (extended query protocol)";
-      e.hint =
-          "use the simple query protocol (psql does; psycopg2 does by default; JDBC with "
-          "preferQueryMode=simple)";
-      append_error(out, e);
+      fail(SqlError{"08P01",
+                    "unexpected " + std::string(pgwire::message_name(m)) +
+                        " message (COPY and function calls are not supported)",
+                    "", ""});
     }
-    if (!send(out)) return;
+    if (flush || out_.size() > (std::size_t{1} << 20)) {
+      if (!send(out_)) return;
+      out_.clear();
+    }
   }
 }
 

@@ -247,7 +247,7 @@ HealthStatus ApiService::readiness() const {
   return h;
 }
 
-void ApiService::register_routes(HttpServer& server) {
+void ApiService::register_routes(HttpServer& server, SqlHttpService* sql) {
   auto bind = [this](void (ApiService::*fn)(HttpRequest&&, Responder)) {
     return [this, fn](HttpRequest&& request, Responder respond) {
       (this->*fn)(std::move(request), std::move(respond));
@@ -261,6 +261,10 @@ void ApiService::register_routes(HttpServer& server) {
   server.route("POST", "/v1/counters:apply", bind(&ApiService::apply));
   server.route("GET", "/v1/counters:marks", bind(&ApiService::marks));
   server.route("GET", "/v1/topology", bind(&ApiService::topology));
+  if (sql != nullptr) {
+    sql_ = sql;
+    server.route("POST", "/v1/sql", bind(&ApiService::run_sql));
+  }
 }
 
 void ApiService::get_stats(HttpRequest&& request, Responder respond) {
@@ -712,6 +716,11 @@ void ApiService::put_channel(HttpRequest&& request, Responder respond) {
       });
     }
   });
+}
+
+void ApiService::run_sql(HttpRequest&& request, Responder respond) {
+  if (auto e = check_auth(request, Access::kRead)) return respond(to_response(*e));
+  sql_->handle(std::move(request), std::move(respond));
 }
 
 void ApiService::topology(HttpRequest&& request, Responder respond) {

@@ -16,6 +16,7 @@
 #include "cluster_proxy/src/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
+#include "cluster_proxy/src/sql_http_service.h"
 #include "cluster_proxy/src/topology_cache.h"
 #include "common/cache/result_cache.h"
 #include "common/http/admin_endpoints.h"
@@ -36,7 +37,8 @@ class ApiService {
              std::vector<std::unique_ptr<ShardWorker>>& workers, CircuitBreakers& breakers,
              MetricsRegistry& metrics, ResultCache* stats_cache);
 
-  void register_routes(HttpServer& server);
+  // With `sql` (the analyst section is configured): POST /v1/sql too, under the read rules.
+  void register_routes(HttpServer& server, SqlHttpService* sql = nullptr);
   // For /readyz: ready while a routing table exists; reasons name a stale topology (ZooKeeper
   // unreachable), shards without proxies and open circuits.
   HealthStatus readiness() const;
@@ -59,6 +61,7 @@ class ApiService {
   void put_video(HttpRequest&& request, Responder respond);
   void put_channel(HttpRequest&& request, Responder respond);
   void topology(HttpRequest&& request, Responder respond);
+  void run_sql(HttpRequest&& request, Responder respond);
 
   const ClusterProxyConfig& config_;
   TopologyCache& topology_;
@@ -72,6 +75,7 @@ class ApiService {
   Counter* stats_cache_misses_ = nullptr;
   Counter* auth_missing_ = nullptr;
   Counter* auth_invalid_ = nullptr;
+  SqlHttpService* sql_ = nullptr;
 };
 
 }  // namespace tally::cluster_proxy

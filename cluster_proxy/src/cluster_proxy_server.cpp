@@ -103,7 +103,12 @@ Status ClusterProxyServer::start() {
   ho.metrics = &metrics_;
   ho.name = "cluster_proxy";
   http_ = std::make_unique<HttpServer>(ho);
-  api_->register_routes(*http_);
+  if (config_.analyst.enabled) {
+    sql_ = std::make_unique<SqlHttpService>(config_.analyst, config_.database,
+                                            config_.connect_timeout_ms, topology_);
+    sql_->start();
+  }
+  api_->register_routes(*http_, sql_.get());
   add_admin_routes(*http_, metrics_, [this] { return api_->readiness(); });
   if (auto st = http_->start(); !st) return st;
   if (config_.analyst.enabled) {
@@ -117,6 +122,7 @@ Status ClusterProxyServer::start() {
 
 void ClusterProxyServer::stop() {
   if (analyst_) analyst_->stop();
+  if (sql_) sql_->stop();
   if (http_) http_->stop();
   for (auto& w : workers_) w->stop();
   topology_.stop();

@@ -1,6 +1,7 @@
 // ClusterProxyServer: the cluster proxy process's parts wired together: the topology cache
 // (ZooKeeper), one ShardWorker per io thread with its pools to the shard proxies, the circuit
-// breakers, the REST API and /healthz, /readyz, /metrics on one HttpServer.
+// breakers, the REST API and /healthz, /readyz, /metrics on one HttpServer; with an `analyst`
+// section also the analyst SQL endpoints (PostgreSQL wire, POST /v1/sql).
 // Thread: start() and stop() from the owner's (main) thread.
 #pragma once
 
@@ -50,6 +51,7 @@ class ClusterProxyServer {
   std::unique_ptr<ResultCache> stats_cache_;  // before api_, which points into it
   std::unique_ptr<ApiService> api_;
   std::unique_ptr<AnalystServer> analyst_;  // when the config has an analyst section; stopped first
+  std::unique_ptr<SqlHttpService> sql_;     // POST /v1/sql, with the analyst section
 };
 
 }  // namespace tally::cluster_proxy

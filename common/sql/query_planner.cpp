@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -652,11 +653,6 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
   }
 
   // Partial aggregates combined at the proxy.
-  if (sel.contains("havingClause")) {
-    return unsupported(
-        "HAVING on a cross-shard aggregate",
-        "group by video_id, pin video_id, or filter the grouped result in the client");
-  }
   std::vector<std::string> group_exprs;
   {
     auto gparts = text.split(group_tok + 2, std::min({having_tok, tail_tok, end}), 0);
@@ -689,21 +685,9 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
   for (std::size_t i = 0; i < group_exprs.size(); ++i) {
     plan.merge.group_columns.push_back(add(group_exprs[i] + " AS __tally_g" + std::to_string(i)));
   }
-  for (auto& t : targets) {
-    if (t.star) return unsupported("* in an aggregate query", "list the grouped columns");
-    const json& val = t.res["val"];
-    FinalColumn fc;
-    fc.name = t.alias.empty() ? target_default_name(val) : t.alias;
-    if (!t.aggregate) {
-      if (contains_aggregate(val)) {
-        return unsupported("expressions over aggregates (" + text.span(t.b, t.expr_e) + ")",
-                           "select the aggregates themselves and compute in the client");
-      }
-      fc.partial = add(text.span(t.b, t.expr_e) + " AS __tally_c" + std::to_string(col));
-      plan.merge.columns.push_back(fc);
-      continue;
-    }
-    const auto& call = val["FuncCall"];
+  // An aggregate call (tokens [b, e)) as partial columns; fc gets kind and partial.
+  auto add_aggregate = [&](const json& call, std::size_t b, std::size_t e,
+                           FinalColumn& fc) -> std::optional<QueryPlan> {
     std::string name = func_name(call);
     bool distinct = call.value("agg_distinct", false);
     fc.aggregate = true;
@@ -731,24 +715,40 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
       return unsupported("the aggregate " + name + "()",
                          "use count, sum, min, max or avg, or pin the query to one video_id");
     }
-    std::string expr = text.span(t.b, t.expr_e);
+    std::string expr = text.span(b, e);
     if (fc.kind != AggregateKind::kAvg) {
       fc.partial = add(expr + " AS __tally_c" + std::to_string(col));
-    } else {
-      if (call.contains("agg_filter")) {
-        return unsupported("avg(...) FILTER", "use sum(...) FILTER and count(...) FILTER");
-      }
-      // avg(x) -> sum(x), count(x): the argument is the text between the outer parentheses.
-      std::size_t open = t.b;
-      while (open < t.expr_e && toks[open].type != PG_QUERY__TOKEN__ASCII_40) ++open;
-      std::size_t close = t.expr_e;
-      while (close > open && toks[close - 1].type != PG_QUERY__TOKEN__ASCII_41) --close;
-      if (open >= t.expr_e || close <= open + 1)
-        return unsupported("this avg()", "write avg(expr)");
-      std::string arg = text.span(open + 1, close - 1);
-      fc.partial = add("sum(" + arg + ") AS __tally_c" + std::to_string(col));
-      add("count(" + arg + ") AS __tally_c" + std::to_string(col));
+      return std::nullopt;
     }
+    if (call.contains("agg_filter")) {
+      return unsupported("avg(...) FILTER", "use sum(...) FILTER and count(...) FILTER");
+    }
+    // avg(x) -> sum(x), count(x): the argument is the text between the outer parentheses.
+    std::size_t open = b;
+    while (open < e && toks[open].type != PG_QUERY__TOKEN__ASCII_40) ++open;
+    std::size_t close = e;
+    while (close > open && toks[close - 1].type != PG_QUERY__TOKEN__ASCII_41) --close;
+    if (open >= e || close <= open + 1) return unsupported("this avg()", "write avg(expr)");
+    std::string arg = text.span(open + 1, close - 1);
+    fc.partial = add("sum(" + arg + ") AS __tally_c" + std::to_string(col));
+    add("count(" + arg + ") AS __tally_c" + std::to_string(col));
+    return std::nullopt;
+  };
+  for (auto& t : targets) {
+    if (t.star) return unsupported("* in an aggregate query", "list the grouped columns");
+    const json& val = t.res["val"];
+    FinalColumn fc;
+    fc.name = t.alias.empty() ? target_default_name(val) : t.alias;
+    if (!t.aggregate) {
+      if (contains_aggregate(val)) {
+        return unsupported("expressions over aggregates (" + text.span(t.b, t.expr_e) + ")",
+                           "select the aggregates themselves and compute in the client");
+      }
+      fc.partial = add(text.span(t.b, t.expr_e) + " AS __tally_c" + std::to_string(col));
+      plan.merge.columns.push_back(fc);
+      continue;
+    }
+    if (auto err = add_aggregate(val["FuncCall"], t.b, t.expr_e, fc)) return *err;
     plan.merge.columns.push_back(fc);
   }
   // ORDER BY over the final columns (group expressions not selected become hidden columns).
@@ -790,9 +790,126 @@ QueryPlan plan_select(const Text& text, const json& sel, const ShardMap& map,
     }
     plan.merge.sort.push_back(sort_key(i, *column, false));
   }
+  // HAVING: each aggregate call and GROUP BY expression in it becomes a hidden final column; the
+  // condition itself is evaluated over the combined groups (HavingPlan).
+  if (sel.contains("havingClause")) {
+    const std::size_t hb = having_tok + 1;
+    const std::size_t he = std::min(tail_tok, end);
+    if (having_tok >= toks.size() || hb >= he)
+      return unsupported("this HAVING", "write HAVING expr");
+    // FuncCall and ColumnRef nodes of the condition by their source offset.
+    std::map<int, json> calls;
+    std::vector<std::pair<int, std::string>> column_refs;  // offset, text
+    std::function<void(const json&, bool)> walk = [&](const json& n, bool in_aggregate) {
+      if (n.is_object()) {
+        if (n.contains("FuncCall") && is_aggregate_call(n)) {
+          calls[n["FuncCall"].value("location", -1)] = n["FuncCall"];
+          in_aggregate = true;
+        }
+        if (n.contains("ColumnRef") && !in_aggregate) {
+          column_refs.emplace_back(n["ColumnRef"].value("location", -1), "");
+        }
+        for (const auto& child : n) walk(child, in_aggregate);
+      } else if (n.is_array()) {
+        for (const auto& child : n) walk(child, in_aggregate);
+      }
+    };
+    walk(sel["havingClause"], false);
+    // Group expressions as normalized token sequences, longest first.
+    std::vector<std::pair<std::vector<std::string>, std::size_t>> group_tokens;
+    for (std::size_t g = 0; g < group_exprs.size(); ++g) {
+      Text gt;
+      gt.sql = group_exprs[g];
+      gt.tokens = scan(gt.sql);
+      std::vector<std::string> words;
+      for (std::size_t i = 0; i < gt.tokens.size(); ++i) words.push_back(gt.normalized(i, i + 1));
+      group_tokens.emplace_back(std::move(words), g);
+    }
+    std::sort(group_tokens.begin(), group_tokens.end(),
+              [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+    HavingPlan having;
+    std::map<int, int> renumbered;             // statement parameter -> its number in the predicate
+    std::vector<std::pair<int, int>> covered;  // source offsets replaced by a group column
+    std::string predicate;
+    int last_end = toks[hb].start;
+    auto hidden = [&](FinalColumn fc) {
+      fc.name = "__tally_h";
+      plan.merge.columns.push_back(fc);
+      ++plan.merge.hidden_columns;
+      having.columns.push_back(static_cast<int>(plan.merge.columns.size() - 1));
+      return "__tally_h.c" + std::to_string(having.columns.size() - 1);
+    };
+    for (std::size_t i = hb; i < he;) {
+      predicate += text.sql.substr(last_end, toks[i].start - last_end);
+      auto call = calls.find(toks[i].start);
+      if (call != calls.end() && i + 1 < he && toks[i + 1].type == PG_QUERY__TOKEN__ASCII_40) {
+        // The call runs to its closing parenthesis, and on through FILTER (...).
+        std::size_t j = i + 2;
+        while (j < he &&
+               !(toks[j].type == PG_QUERY__TOKEN__ASCII_41 && toks[j].depth == toks[i + 1].depth)) {
+          ++j;
+        }
+        if (j + 2 < he && toks[j + 1].type == PG_QUERY__TOKEN__FILTER &&
+            toks[j + 2].type == PG_QUERY__TOKEN__ASCII_40) {
+          const int d = toks[j + 2].depth;
+          j += 3;
+          while (j < he && !(toks[j].type == PG_QUERY__TOKEN__ASCII_41 && toks[j].depth == d)) ++j;
+        }
+        if (j >= he) return unsupported("this HAVING", "write HAVING aggregate(expr) op value");
+        FinalColumn fc;
+        if (auto err = add_aggregate(call->second, i, j + 1, fc)) return *err;
+        predicate += hidden(fc);
+        last_end = toks[j].end;
+        i = j + 1;
+        continue;
+      }
+      bool matched = false;
+      for (const auto& [words, g] : group_tokens) {
+        if (words.empty() || i + words.size() > he) continue;
+        bool same = true;
+        for (std::size_t w = 0; w < words.size() && same; ++w) {
+          same = text.normalized(i + w, i + w + 1) == words[w];
+        }
+        if (!same) continue;
+        FinalColumn fc;
+        fc.partial = plan.merge.group_columns[g];
+        predicate += "(" + hidden(fc) + ")";
+        covered.emplace_back(toks[i].start, toks[i + words.size() - 1].end);
+        last_end = toks[i + words.size() - 1].end;
+        i += words.size();
+        matched = true;
+        break;
+      }
+      if (matched) continue;
+      if (toks[i].type == PG_QUERY__TOKEN__PARAM) {
+        int n = std::atoi(text.sql.c_str() + toks[i].start + 1);
+        auto [it, inserted] = renumbered.emplace(n, static_cast<int>(renumbered.size()) + 1);
+        if (inserted) having.parameters.push_back(n);
+        predicate += "$" + std::to_string(it->second);
+      } else {
+        predicate += text.sql.substr(toks[i].start, toks[i].end - toks[i].start);
+      }
+      last_end = toks[i].end;
+      ++i;
+    }
+    for (const auto& [offset, unused] : column_refs) {
+      bool inside = false;
+      for (const auto& [b, e] : covered) inside = inside || (offset >= b && offset < e);
+      if (!inside) {
+        std::size_t k = 0;
+        while (k < toks.size() && toks[k].start != offset) ++k;
+        std::string name = k < toks.size() ? text.span(k, k + 1) : "a column";
+        return unsupported("HAVING on " + name +
+                               " outside an aggregate unless it is a GROUP BY "
+                               "expression written the same way",
+                           "write the GROUP BY expression exactly, or move the condition to WHERE");
+      }
+    }
+    having.predicate = predicate;
+    plan.merge.having = std::move(having);
+  }
   plan.merge.combine = true;
-  plan.shard_sql =
-      select + " " + text.span(from_tok, group_tok < toks.size() ? group_tok : tail_tok);
+  plan.shard_sql = select + " " + text.span(from_tok, std::min({group_tok, having_tok, tail_tok}));
   if (!group_exprs.empty()) {
     plan.shard_sql += " GROUP BY ";
     for (std::size_t i = 0; i < group_exprs.size(); ++i) {
@@ -900,6 +1017,42 @@ QueryPlan plan_query(std::string_view sql_in, const ShardMap& map,
   }
   return refuse(kReadOnly, "cannot execute " + statement_kind(node) + " in a read-only transaction",
                 "the analyst endpoint is read-only");
+}
+
+std::set<int> parameters_used(std::string_view sql_in) {
+  std::string sql(sql_in);
+  std::set<int> out;
+  for (const auto& t : scan(sql)) {
+    if (t.type == PG_QUERY__TOKEN__PARAM) out.insert(std::atoi(sql.c_str() + t.start + 1));
+  }
+  return out;
+}
+
+Result<int> statement_parameters(std::string_view sql_in) {
+  std::string sql(sql_in);
+  PgQueryParseResult parsed = pg_query_parse(sql.c_str());
+  std::unique_ptr<PgQueryParseResult, void (*)(PgQueryParseResult*)> guard(
+      &parsed, [](PgQueryParseResult* r) { pg_query_free_parse_result(*r); });
+  if (parsed.error != nullptr) {
+    return make_error(ErrorCode::kInvalidArgument, parsed.error->message);
+  }
+  try {
+    json tree = json::parse(parsed.parse_tree);
+    if (tree.value("stmts", json::array()).size() > 1) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "cannot insert multiple commands into a prepared statement");
+    }
+  } catch (const json::exception& e) {
+    return make_error(ErrorCode::kInternal, std::string("cannot read the parse tree: ") + e.what());
+  }
+  int highest = 0;
+  for (const auto& t : scan(sql)) {
+    if (t.type != PG_QUERY__TOKEN__PARAM || t.end - t.start < 2) continue;
+    int n = 0;
+    for (int i = t.start + 1; i < t.end && n < 100000; ++i) n = n * 10 + (sql[i] - '0');
+    highest = std::max(highest, n);
+  }
+  return highest;
 }
 
 }  // namespace tally::sql

@@ -8,10 +8,12 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/core/result.h"
 #include "common/keyspace/shard_map.h"
 
 namespace tally::sql {
@@ -39,6 +41,16 @@ struct SortKey {
   bool nulls_first = false;
 };
 
+// A cross-shard HAVING: evaluated after combining, by PostgreSQL on one shard, over the combined
+// groups (result_merge.h, having_query). `predicate` is the HAVING condition with each aggregate
+// and GROUP BY expression replaced by __tally_h.c<k> (k indexes `columns`, final column indices)
+// and the statement's parameters renumbered: $i is the statement's parameter parameters[i-1].
+struct HavingPlan {
+  std::string predicate;
+  std::vector<int> columns;
+  std::vector<int> parameters;
+};
+
 struct MergePlan {
   // false: rows concatenate (then sort/offset/limit). true: combine partial aggregates.
   bool combine = false;
@@ -48,6 +60,7 @@ struct MergePlan {
   int hidden_columns = 0;            // trailing columns dropped before sending
   std::optional<int64_t> limit;
   int64_t offset = 0;
+  std::optional<HavingPlan> having;  // combine only
 };
 
 struct PlanError {
@@ -77,5 +90,11 @@ struct QueryPlan {
 // only to pin the shard key. Several statements in one string: kError 0A000 (send them one by one).
 QueryPlan plan_query(std::string_view sql, const ShardMap& map,
                      const std::vector<std::optional<std::string>>& params = {});
+
+// For Parse: the highest parameter number ($n) the statement uses, 0 if none. kInvalidArgument
+// with PostgreSQL's message for a syntax error or several statements.
+Result<int> statement_parameters(std::string_view sql);
+// The parameter numbers ($n) that occur in `sql` (a rewritten shard statement may drop some).
+std::set<int> parameters_used(std::string_view sql);
 
 }  // namespace tally::sql

@@ -60,8 +60,8 @@ int compare_values(uint32_t oid, const std::string& a, const std::string& b) {
   return c < 0 ? -1 : (c > 0 ? 1 : 0);
 }
 
-Result<ResultSet> merge_results(const MergePlan& plan, std::vector<ResultSet> shards,
-                                std::size_t max_rows) {
+Result<ResultSet> combine_results(const MergePlan& plan, std::vector<ResultSet> shards,
+                                  std::size_t max_rows) {
   ResultSet out;
   if (shards.empty()) return out;
   std::size_t total = 0;
@@ -212,7 +212,10 @@ Result<ResultSet> merge_results(const MergePlan& plan, std::vector<ResultSet> sh
       out.rows.push_back(std::move(r));
     }
   }
+  return out;
+}
 
+Result<ResultSet> finish_results(const MergePlan& plan, ResultSet out) {
   if (!plan.sort.empty()) {
     const std::size_t ncols = out.columns.size();
     for (const auto& k : plan.sort) {
@@ -251,6 +254,91 @@ Result<ResultSet> merge_results(const MergePlan& plan, std::vector<ResultSet> sh
     for (auto& r : out.rows) r.resize(keep);
   }
   return out;
+}
+
+Result<ResultSet> merge_results(const MergePlan& plan, std::vector<ResultSet> shards,
+                                std::size_t max_rows) {
+  auto combined = combine_results(plan, std::move(shards), max_rows);
+  if (!combined.ok()) return combined;
+  return finish_results(plan, std::move(*combined));
+}
+
+std::optional<uint32_t> array_type_of(uint32_t oid) {
+  static const std::map<uint32_t, uint32_t> arrays = {
+      {16, 1000},   {17, 1001},   {18, 1002},   {19, 1003},   {20, 1016},   {21, 1005},
+      {23, 1007},   {25, 1009},   {26, 1028},   {700, 1021},  {701, 1022},  {790, 791},
+      {1042, 1014}, {1043, 1015}, {1082, 1182}, {1083, 1183}, {1114, 1115}, {1184, 1185},
+      {1186, 1187}, {1700, 1231}, {2950, 2951}, {114, 199},   {3802, 3807}};
+  auto it = arrays.find(oid);
+  if (it == arrays.end()) return std::nullopt;
+  return it->second;
+}
+
+Result<HavingQuery> having_query(const MergePlan& plan, const ResultSet& combined,
+                                 std::size_t bound_parameters) {
+  HavingQuery q;
+  const HavingPlan& h = *plan.having;
+  for (int n : h.parameters) {
+    if (n < 1 || static_cast<std::size_t>(n) > bound_parameters) {
+      return make_error(ErrorCode::kInvalidArgument, "there is no parameter $" + std::to_string(n));
+    }
+    q.user_parameters.push_back(n);
+  }
+  const int first_array = static_cast<int>(h.parameters.size()) + 1;
+  std::string unnest, names;
+  for (std::size_t k = 0; k < h.columns.size(); ++k) {
+    const int c = h.columns[k];
+    const auto oid = combined.columns.at(c).type_oid;
+    auto array_oid = array_type_of(oid);
+    if (!array_oid) {
+      return make_error(ErrorCode::kUnsupported,
+                        "HAVING over a cross-shard column of type oid " + std::to_string(oid) +
+                            " (" + combined.columns.at(c).name +
+                            ") is not supported; pin the query to one video_id");
+    }
+    std::string literal = "{";
+    for (std::size_t r = 0; r < combined.rows.size(); ++r) {
+      if (r) literal += ',';
+      const auto& v = combined.rows[r].at(c);
+      if (!v) {
+        literal += "NULL";
+        continue;
+      }
+      literal += '"';
+      for (char ch : *v) {
+        if (ch == '"' || ch == '\\') literal += '\\';
+        literal += ch;
+      }
+      literal += '"';
+    }
+    literal += '}';
+    q.arrays.push_back(std::move(literal));
+    q.array_types.push_back(*array_oid);
+    unnest += (k ? ", $" : "$") + std::to_string(first_array + static_cast<int>(k));
+    names += "c" + std::to_string(k) + ", ";
+  }
+  if (h.columns.empty()) {  // a condition on constants and parameters only
+    q.sql = "SELECT __tally_h.__tally_o FROM generate_series(1, " +
+            std::to_string(combined.rows.size()) + ") AS __tally_h(__tally_o) WHERE " + h.predicate;
+    return q;
+  }
+  q.sql = "SELECT __tally_h.__tally_o FROM unnest(" + unnest + ") WITH ORDINALITY AS __tally_h(" +
+          names + "__tally_o) WHERE " + h.predicate;
+  return q;
+}
+
+void filter_groups(ResultSet& combined, const ResultSet& kept) {
+  std::vector<bool> keep(combined.rows.size(), false);
+  for (const auto& row : kept.rows) {
+    if (row.empty() || !row[0]) continue;
+    long long o = std::strtoll(row[0]->c_str(), nullptr, 10);
+    if (o >= 1 && static_cast<std::size_t>(o) <= keep.size()) keep[o - 1] = true;
+  }
+  std::vector<Row> rows;
+  for (std::size_t i = 0; i < combined.rows.size(); ++i) {
+    if (keep[i]) rows.push_back(std::move(combined.rows[i]));
+  }
+  combined.rows = std::move(rows);
 }
 
 }  // namespace tally::sql

@@ -47,4 +47,30 @@ int compare_values(uint32_t type_oid, const std::string& a, const std::string& b
 Result<ResultSet> merge_results(const MergePlan& plan, std::vector<ResultSet> shards,
                                 std::size_t max_rows);
 
+// merge_results in two steps, for a plan with HAVING: combine_results concatenates or combines the
+// partial aggregates (every column, hidden ones included, no order); finish_results sorts,
+// applies OFFSET/LIMIT and drops the hidden columns.
+Result<ResultSet> combine_results(const MergePlan& plan, std::vector<ResultSet> shards,
+                                  std::size_t max_rows);
+Result<ResultSet> finish_results(const MergePlan& plan, ResultSet combined);
+
+// A cross-shard HAVING (plan.having) is evaluated by PostgreSQL itself, on one shard, over the
+// combined groups passed as arrays: `sql` returns the 1-based numbers of the groups that pass.
+// Its parameters: first the statement's own parameters user_parameters (1-based numbers, in
+// order), then `arrays` (text array literals of the types array_types), one per HAVING column.
+struct HavingQuery {
+  std::string sql;
+  std::vector<int> user_parameters;
+  std::vector<std::string> arrays;
+  std::vector<uint32_t> array_types;
+};
+// kUnsupported for a column type without a known array type, kInvalidArgument when the
+// predicate names a parameter beyond `bound_parameters`.
+Result<HavingQuery> having_query(const MergePlan& plan, const ResultSet& combined,
+                                 std::size_t bound_parameters);
+// Keeps the rows of `combined` whose numbers the HAVING query returned (first column).
+void filter_groups(ResultSet& combined, const ResultSet& kept);
+// The array type of a built-in scalar type (int8 -> int8[]), if known.
+std::optional<uint32_t> array_type_of(uint32_t type_oid);
+
 }  // namespace tally::sql

@@ -80,8 +80,12 @@ TEST(QueryPlannerTest, UnsupportedConstructsAreNamed) {
       {"SELECT * FROM videos a JOIN videos b ON a.channel_id = b.channel_id", "joins"},
       {"SELECT DISTINCT channel_id FROM videos", "DISTINCT"},
       {"SELECT video_id, rank() OVER (ORDER BY count) FROM video_totals", "window"},
-      {"SELECT event_type, sum(count) FROM video_totals GROUP BY event_type HAVING sum(count) > 1",
-       "HAVING"},
+      {"SELECT event_type, sum(count) FROM video_totals GROUP BY event_type HAVING "
+       "count > 1",
+       "HAVING on count"},
+      {"SELECT event_type, sum(count) FROM video_totals GROUP BY event_type HAVING "
+       "stddev(count) > 1",
+       "stddev"},
       {"SELECT event_type, sum(count) * 2 FROM video_totals GROUP BY event_type",
        "expressions over aggregates"},
       {"SELECT string_agg(title, ',') FROM videos", "string_agg"},
@@ -230,6 +234,64 @@ TEST(ResultMergeTest, MergeSortsWithOffsetLimitAndHiddenColumns) {
   // NULL sorts first under DESC: f, a, b, e, c, d -> offset 1 limit 3 = a, b, e.
   std::vector<Row> want = {{"a", "100"}, {"b", "20"}, {"e", "10"}};
   EXPECT_EQ(m->rows, want);
+}
+
+TEST(QueryPlannerTest, CrossShardHavingBecomesAPredicateOverCombinedGroups) {
+  auto p = plan(
+      "SELECT event_type, sum(count) FROM video_totals GROUP BY event_type "
+      "HAVING avg(count) > $2 AND event_type <> 'like' OR count(*) FILTER (WHERE count > 5) = 0 "
+      "ORDER BY 1 LIMIT 3");
+  ASSERT_EQ(p.kind, QueryPlan::Kind::kShards) << p.error.message;
+  ASSERT_TRUE(p.merge.combine);
+  ASSERT_TRUE(p.merge.having.has_value());
+  const auto& h = *p.merge.having;
+  EXPECT_EQ(h.predicate, "__tally_h.c0 > $1 AND (__tally_h.c1) <> 'like' OR __tally_h.c2 = 0");
+  EXPECT_EQ(h.parameters, std::vector<int>{2});
+  ASSERT_EQ(h.columns.size(), 3u);
+  EXPECT_EQ(p.merge.hidden_columns, 3);
+  // The shard statement computes the partials; HAVING, ORDER BY and LIMIT stay at the proxy.
+  EXPECT_EQ(p.shard_sql,
+            "SELECT event_type AS __tally_g0, event_type AS __tally_c1, sum(count) AS "
+            "__tally_c2, sum(count) AS __tally_c3, count(count) AS __tally_c4, count(*) FILTER "
+            "(WHERE count > 5) AS __tally_c5 FROM video_totals GROUP BY event_type");
+  EXPECT_EQ(parameters_used(p.shard_sql), std::set<int>{});
+
+  // Combined groups -> the HAVING query's arrays, then the filter and the final order.
+  ResultSet a;
+  a.columns = {{"g", 25, -1, -1},   {"event_type", 25, -1, -1}, {"sum", 1700, -1, -1},
+               {"s", 1700, -1, -1}, {"n", 20, 8, -1},           {"f", 20, 8, -1}};
+  a.rows = {{"view", "view", "10", "10", "2", "1"}, {"like", "like", "4", "4", "1", "0"}};
+  auto combined = combine_results(p.merge, {a}, 100);
+  ASSERT_TRUE(combined.ok()) << combined.error().message;
+  auto q = having_query(p.merge, *combined, 2);
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  EXPECT_EQ(q->sql,
+            "SELECT __tally_h.__tally_o FROM unnest($2, $3, $4) WITH ORDINALITY AS "
+            "__tally_h(c0, c1, c2, __tally_o) WHERE __tally_h.c0 > $1 AND (__tally_h.c1) <> "
+            "'like' OR __tally_h.c2 = 0");
+  EXPECT_EQ(q->user_parameters, std::vector<int>{2});
+  ASSERT_EQ(q->arrays.size(), 3u);
+  EXPECT_EQ(q->arrays[0], "{\"5.0000000000000000\",\"4.0000000000000000\"}");
+  EXPECT_EQ(q->arrays[1], "{\"view\",\"like\"}");
+  EXPECT_EQ(q->array_types[0], 1231u);                     // numeric[]
+  EXPECT_EQ(q->array_types[2], 1016u);                     // int8[]
+  EXPECT_FALSE(having_query(p.merge, *combined, 1).ok());  // $2 not bound
+  ResultSet kept;
+  kept.columns = {{"o", 20, 8, -1}};
+  kept.rows = {{"2"}};
+  filter_groups(*combined, kept);
+  auto done = finish_results(p.merge, std::move(*combined));
+  ASSERT_TRUE(done.ok());
+  std::vector<Row> want = {{"like", "4"}};
+  EXPECT_EQ(done->rows, want);
+  EXPECT_EQ(done->columns.size(), 2u);
+}
+
+TEST(QueryPlannerTest, StatementParameters) {
+  EXPECT_EQ(*statement_parameters("SELECT * FROM videos WHERE video_id = $3 OR title = $1"), 3);
+  EXPECT_EQ(*statement_parameters("SELECT 1"), 0);
+  EXPECT_FALSE(statement_parameters("SELEC 1").ok());
+  EXPECT_FALSE(statement_parameters("SELECT 1; SELECT 2").ok());
 }
 
 }  // namespace
