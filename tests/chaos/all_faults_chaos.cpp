@@ -773,7 +773,8 @@ class Harness {
       return false;
     }
     double rejoin_s = seconds_between(t, SteadyClock::now());
-    say("rejoined " + old_leader.name + " as a replica in " + fixed(rejoin_s, 1) + " s");
+    say("rejoined " + old_leader.name + " as a replica in " + fixed(rejoin_s, 1) + " s:");
+    std::printf("%s", rejoin.output.c_str());
     if (!wait_for_sync(range, 60)) {
       *error = "the rejoined " + old_leader.name + " did not become the synchronous replica";
       return false;

@@ -12,9 +12,17 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-std::string format(const char* pattern, double a, double b, double c, double d) {
-  char buf[200];
-  std::snprintf(buf, sizeof(buf), pattern, a, b, c, d);
+// "first third A, middle B, last C: " + the verdict's words.
+std::string thirds(double early, double middle, double late) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "first third %.0f, middle %.0f, last %.0f: ", early, middle,
+                late);
+  return buf;
+}
+
+std::string number(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.0f", v);
   return buf;
 }
 
@@ -54,16 +62,15 @@ TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThreshol
   const double rise = late - early;
   if (rise <= threshold) {
     v.trend = Trend::kStable;
-    v.reason = format("first third %.0f, middle %.0f, last %.0f: a rise of %.0f is within %.0f",
-                      early, middle, late, threshold);
+    v.reason = thirds(early, middle, late) + "a rise of " + number(rise) + " is within " +
+               number(threshold);
   } else if (middle > early && late - middle > threshold / 4) {
     v.trend = Trend::kGrowing;
-    v.reason = format("first third %.0f, middle %.0f, last %.0f: still rising (threshold %.0f)",
-                      early, middle, late, threshold);
+    v.reason = thirds(early, middle, late) + "still rising (threshold " + number(threshold) + ")";
   } else {
     v.trend = Trend::kLevelledOff;
-    v.reason = format("first third %.0f, middle %.0f, last %.0f: rose, then flat (threshold %.0f)",
-                      early, middle, late, threshold);
+    v.reason =
+        thirds(early, middle, late) + "rose, then flat (threshold " + number(threshold) + ")";
   }
   return v;
 }

@@ -21,6 +21,7 @@ TEST(ResourceTrendTest, NoiseAroundALevelIsStable) {
   auto v =
       judge_trend({50000, 60000, 59000, 61000, 60500, 59800, 60900, 60100, 59900, 61200}, kRss);
   EXPECT_EQ(v.trend, Trend::kStable) << v.reason;
+  EXPECT_EQ(v.reason, "first third 60000, middle 60500, last 60100: a rise of 100 is within 3000");
 }
 
 TEST(ResourceTrendTest, TheWarmUpSampleIsIgnored) {
