@@ -304,6 +304,7 @@ class Harness {
 
   ~Harness() {
     stop_load();
+    zk_.reset();  // before ZooKeeper goes: no reconnect noise from the client library
     if (own_cluster_ && temp_) {
       auto down =
           testing::run({testing::project_binary("tallyctl"), "cluster", "down", "--dir", dir_});
