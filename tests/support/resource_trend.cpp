@@ -64,7 +64,7 @@ TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThreshol
     v.trend = Trend::kStable;
     v.reason = thirds(early, middle, late) + "a rise of " + number(rise) + " is within " +
                number(threshold);
-  } else if (middle > early && late - middle > threshold / 4) {
+  } else if (middle > early && late - middle > threshold / 2) {
     v.trend = Trend::kGrowing;
     v.reason = thirds(early, middle, late) + "still rising (threshold " + number(threshold) + ")";
   } else {

@@ -29,9 +29,10 @@ struct TrendVerdict {
 
 // The first sample is warm-up (pools and caches filling) and is ignored; at least 4 more are
 // needed. The rest is split in thirds and their medians compared: growing when the last third is
-// above the first by more than the threshold AND still above the middle third by more than a
-// quarter of it (the rise goes on); levelled off when it rose past the threshold but the last two
-// thirds agree; stable otherwise (falling included).
+// above the first by more than the threshold AND still above the middle third by more than half
+// of it (the rise goes on: a steady leak rises as much from the middle to the last third as from
+// the first to the middle); levelled off when it rose past the threshold but the last two thirds
+// are within that; stable otherwise (falling included).
 TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThresholds& thresholds);
 
 }  // namespace tally::testing

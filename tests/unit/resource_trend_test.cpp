@@ -47,6 +47,14 @@ TEST(ResourceTrendTest, ARiseThatStopsLevelsOff) {
   EXPECT_EQ(v.trend, Trend::kLevelledOff) << v.reason;
 }
 
+TEST(ResourceTrendTest, AWarmUpThenNoiseIsNotGrowth) {
+  // A PostgreSQL leader with its backends in a 10-minute soak (KiB): up over the first minutes,
+  // then swinging between 81 and 84 MiB. A quarter-threshold "still rising" test called it growing.
+  auto v = judge_trend(
+      {72499, 77312, 80589, 83046, 86323, 83251, 85914, 83251, 86426, 86221, 83456}, kRss);
+  EXPECT_NE(v.trend, Trend::kGrowing) << v.reason;
+}
+
 TEST(ResourceTrendTest, ARiseBelowTheThresholdIsStable) {
   // +1 MiB over the run on 100 MiB: allocator noise, not a leak.
   auto v = judge_trend({100000, 100000, 100200, 100400, 100600, 100800, 101000}, kRss);
