@@ -40,7 +40,7 @@ void ShardProxyServer::fetch_server_parameters() {
   state_.set_server_parameters(std::move(params));
 }
 
-Status ShardProxyServer::start_zookeeper() {
+Status ShardProxyServer::follow_topology() {
   if (config_.zk_hosts.empty()) return ok_status();
   ZkOptions options;
   options.hosts = config_.zk_hosts;
@@ -51,15 +51,27 @@ Status ShardProxyServer::start_zookeeper() {
   // Follow the shard's topology node: a failover moves the leader without a restart.
   zk_->watch_data(topology_paths::shard(config_.shard),
                   [this](const std::optional<ZkNodeData>& node) {
-                    if (!node) return;
-                    auto record = decode_shard(config_.shard, node->data);
-                    if (!record) {
-                      std::fprintf(stderr, "shard_proxy: ignoring bad topology node: %s\n",
-                                   record.error().message.c_str());
-                      return;
+                    if (node) {
+                      auto record = decode_shard(config_.shard, node->data);
+                      if (record) {
+                        state_.set_targets(record->leader, record->replica, record->state);
+                      } else {
+                        std::fprintf(stderr, "shard_proxy: ignoring bad topology node: %s\n",
+                                     record.error().message.c_str());
+                      }
                     }
-                    state_.set_targets(record->leader, record->replica, record->state);
+                    topology_seen_ = true;
                   });
+  // The watch delivers the node's current data once right after it is armed (on ZooKeeper's
+  // event thread): wait for that before serving, bounded so a slow ZooKeeper leaves the config's
+  // addresses in place rather than no proxy at all.
+  for (int i = 0; i < 500 && !topology_seen_; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return ok_status();
+}
+
+Status ShardProxyServer::register_proxy() {
+  if (!zk_) return ok_status();
   const std::string& host =
       config_.advertise_address.empty() ? config_.listen_address : config_.advertise_address;
   nlohmann::json me = {{"pg", host + ":" + std::to_string(pg_port_)},
@@ -155,7 +167,7 @@ Status ShardProxyServer::start() {
   add_admin_routes(*http_, registry_, [this] { return readiness(); });
   if (auto st = http_->start(); !st) return st;
 
-  if (auto st = start_zookeeper(); !st) {
+  if (auto st = follow_topology(); !st) {
     return make_error(st.error().code, "zookeeper " + config_.zk_hosts + ": " + st.error().message);
   }
 
@@ -165,6 +177,11 @@ Status ShardProxyServer::start() {
       auto guard = asio::make_work_guard(io);
       io.run();
     });
+  }
+  // Registration last: a restarted proxy may wait here (up to the session timeout) for a killed
+  // predecessor's node to expire, and serves its clients meanwhile.
+  if (auto st = register_proxy(); !st) {
+    return make_error(st.error().code, "zookeeper " + config_.zk_hosts + ": " + st.error().message);
   }
   return ok_status();
 }

@@ -4,6 +4,7 @@
 // from the main thread; everything else runs on the threads it owns.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <memory>
@@ -43,7 +44,14 @@ class ShardProxyServer {
  private:
   void accept_next();
   void fetch_server_parameters();
-  Status start_zookeeper();
+  // Connects to ZooKeeper and follows the shard's topology node; returns once the first reading
+  // was applied (or after a bound, keeping the config's addresses), so clients are never served
+  // with stale ones.
+  Status follow_topology();
+  // Registers under /tally/shard_proxies/<range>. Called after the listener serves: after a
+  // kill -9 the predecessor's node stays until its session expires, and clients must not wait
+  // for that.
+  Status register_proxy();
   HealthStatus readiness() const;
 
   ShardProxyConfig config_;
@@ -62,6 +70,7 @@ class ShardProxyServer {
   NodeMonitor monitor_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<ZkClient> zk_;
+  std::atomic<bool> topology_seen_{false};
   bool stopped_ = false;
 };
 

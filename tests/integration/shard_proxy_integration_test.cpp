@@ -734,5 +734,46 @@ TEST_F(ShardProxyTest, LeaderChangeClosesEveryConnectionToTheOldAddress) {
   ASSERT_TRUE(update_shard_node(manifest_, [&](ShardRecord& rec) { rec = original; }));
 }
 
+// A kill -9 leaves the dead proxy's registration in ZooKeeper until its session expires
+// (session_timeout_ms 10000 in the config `cluster up` writes). The restarted proxy must serve its
+// clients at once, not only once it could register (it used to block in the registration before
+// accepting: ~10 s of refused work after every crash), and still register once the old node goes.
+TEST_F(ShardProxyTest, RestartAfterKillNineServesBeforeThePredecessorsSessionExpires) {
+  const ManifestProcess p = role("shard_proxy");
+  ZkOptions options;
+  options.hosts = manifest_.zookeeper;
+  auto zk = ZkClient::connect(options);
+  ASSERT_TRUE(zk.ok());
+  const std::string node = topology_paths::shard_proxies("-") + "/" + p.name;
+  auto before = (*zk)->get(node);
+  ASSERT_TRUE(before.ok()) << node;
+  ASSERT_NE(before->ephemeral_owner, 0);
+
+  ASSERT_EQ(::kill(p.pid, SIGKILL), 0);
+  for (int i = 0; i < 100 && process_alive(p.pid); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(cluster_up());
+  ASSERT_NE(role("shard_proxy").pid, p.pid);
+  bool served = false;
+  std::string last;
+  while (!served && std::chrono::steady_clock::now() - killed < std::chrono::seconds(6)) {
+    PgClient c(proxy() + " connect_timeout=2");
+    last = c.ok() ? c.query("SELECT 1") : c.error();
+    served = last == "1";
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(served) << "not serving 6 s after the kill (the old session lives 10 s): " << last;
+  // Once the old session has expired the new proxy holds the registration.
+  bool registered = false;
+  while (!registered && std::chrono::steady_clock::now() - killed < std::chrono::seconds(30)) {
+    auto now = (*zk)->get(node);
+    registered =
+        now.ok() && now->ephemeral_owner != 0 && now->ephemeral_owner != before->ephemeral_owner;
+    if (!registered) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(registered) << "the restarted proxy never registered under " << node;
+}
+
 }  // namespace
 }  // namespace tally

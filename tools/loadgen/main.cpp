@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "usage: loadgen (--dir CLUSTER_DIR | --ingest URL --rest URL [--token T])\n"
     "               [--rate EVENTS_PER_S] [--duration S] [--videos N] [--batch N]\n"
     "               [--producers N] [--duplicates PERCENT] [--watch-time PERCENT]\n"
+    "               [--invalid PERCENT]\n"
     "               [--run-id ID] [--api-key KEY] [--audit-wait S] [--no-audit]\n";
 
 bool parse_number(const std::string& text, double& out) {
@@ -82,7 +83,7 @@ int main(int argc, char** argv) {
       if (!need_number(0)) return 2;
       audit_wait_s = n;
     } else if (a == "--videos" || a == "--batch" || a == "--producers" || a == "--duplicates" ||
-               a == "--watch-time") {
+               a == "--watch-time" || a == "--invalid") {
       if (!need_number(0)) return 2;
       int k = static_cast<int>(n);
       if (a == "--videos") o.videos = k;
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
       if (a == "--producers") o.producers = k;
       if (a == "--duplicates") o.duplicate_percent = k;
       if (a == "--watch-time") o.watch_time_percent = k;
+      if (a == "--invalid") o.invalid_percent = k;
     } else {
       std::cerr << "loadgen: unknown option " << a << "\n" << kUsage;
       return 2;
@@ -133,5 +135,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::cout << tally::format_audit(stats, *report);
-  return report->ok() ? 0 : 1;
+  if (stats.invalid_accepted > 0) {
+    std::cout << "FAILED: " << stats.invalid_accepted
+              << " invalid events were accepted instead of rejected\n";
+  }
+  return report->ok() && stats.invalid_accepted == 0 ? 0 : 1;
 }

@@ -42,6 +42,7 @@ bool valid_id_chars(const std::string& s) {
 struct PendingEvent {
   CounterKey key;
   int64_t value = 0;
+  bool invalid = false;
 };
 
 void add(std::map<CounterKey, CounterTotals>& into, const PendingEvent& e) {
@@ -73,6 +74,9 @@ Result<std::unique_ptr<Loadgen>> Loadgen::create(LoadgenOptions o) {
   if (o.watch_time_percent < 0 || o.watch_time_percent > 100)
     return bad("watch-time share: expected a percentage 0-100, got " +
                std::to_string(o.watch_time_percent));
+  if (o.invalid_percent < 0 || o.invalid_percent > 100)
+    return bad("invalid share: expected a percentage 0-100, got " +
+               std::to_string(o.invalid_percent));
   if (o.run_id.empty()) o.run_id = random_run_id();
   if (!valid_id_chars(o.run_id))
     return bad("run id: expected 1-40 letters or digits, got '" + o.run_id + "'");
@@ -112,6 +116,13 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
       static_cast<double>(options_.batch) * options_.producers / options_.rate));
   auto next = start + interval * producer / options_.producers;
   int64_t seq = 0;
+  int64_t invalid_seq = 0;
+  // The retry budget runs from the end of the run: `end`, or when the stop flag was first seen.
+  std::optional<Clock::time_point> stopped_at;
+  auto retry_deadline = [&] {
+    if (stop && stop->load() && !stopped_at) stopped_at = Clock::now();
+    return std::min(end, stopped_at.value_or(end)) + options_.retry_budget;
+  };
 
   // Sends `body` until a 200 (returns its parsed answer) or the retry budget ends (nullopt).
   auto send = [&](const std::string& body) -> std::optional<json> {
@@ -121,14 +132,18 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
       int status = r ? r->status : 0;
       if (status == 200) {
         json answer = json::parse(r->body, nullptr, false);
-        if (!answer.is_discarded() && answer.contains("rejected")) return answer;
+        if (!answer.is_discarded() && answer.contains("rejected")) {
+          if (options_.on_response) options_.on_response(true, status, Clock::now());
+          return answer;
+        }
       }
+      if (options_.on_response) options_.on_response(false, status, Clock::now());
       {
         std::lock_guard lock(mutex_);
         ++ledger_.stats.requests_failed;
         ++ledger_.stats.failures_by_status[status];
       }
-      if (Clock::now() > end + options_.retry_budget) return std::nullopt;
+      if (Clock::now() > retry_deadline()) return std::nullopt;
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     }
@@ -151,10 +166,26 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
       } else {
         e.key.event_type = kTypes[roll % 4];
       }
+      int64_t event_ts = ts;
+      e.invalid = options_.invalid_percent > 0 && percent(rng) < options_.invalid_percent;
+      if (e.invalid) {
+        // Never counted; the JSON keeps a valid shape so only this event is rejected.
+        switch (invalid_seq++ % 3) {
+          case 0:
+            e.key.event_type = "vieww";
+            e.value = 0;
+            break;
+          case 1:
+            e.key.video_id += " x";
+            break;
+          default:
+            event_ts = ts - 48LL * 3600 * 1000;
+        }
+      }
       if (i) body += ',';
       body += R"({"event_id":")" + options_.run_id + "-p" + std::to_string(producer) + "-" +
               std::to_string(seq++) + R"(","video_id":")" + e.key.video_id + R"(","event_type":")" +
-              e.key.event_type + R"(","ts":)" + std::to_string(ts);
+              e.key.event_type + R"(","ts":)" + std::to_string(event_ts);
       if (e.value) body += R"(,"value":)" + std::to_string(e.value);
       body += '}';
       events.push_back(std::move(e));
@@ -168,8 +199,11 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
     auto answer = send(body);
     std::unique_lock lock(mutex_);
     if (!answer) {
-      ledger_.stats.events_uncertain += static_cast<int64_t>(events.size());
-      for (const auto& e : events) add(ledger_.uncertain, e);
+      for (const auto& e : events) {
+        if (e.invalid) continue;
+        ++ledger_.stats.events_uncertain;
+        add(ledger_.uncertain, e);
+      }
       continue;
     }
     ++ledger_.stats.requests_ok;
@@ -179,9 +213,13 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
       if (index < events.size()) rejected[index] = true;
     }
     for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i].invalid) {
+        ++ledger_.stats.invalid_sent;
+        if (!rejected[i]) ++ledger_.stats.invalid_accepted;
+      }
       if (rejected[i]) {
         ++ledger_.stats.events_rejected;
-      } else {
+      } else if (!events[i].invalid) {
         ++ledger_.stats.events_accepted;
         add(ledger_.accepted, events[i]);
       }
@@ -301,9 +339,14 @@ std::string format_stats(const LoadgenStats& s) {
   std::ostringstream out;
   out << "sent for " << s.seconds << " s: " << s.events_accepted << " events accepted ("
       << (s.seconds > 0 ? static_cast<int64_t>(s.events_accepted / s.seconds) : 0) << "/s), "
-      << s.events_rejected << " rejected, " << s.events_uncertain << " uncertain; " << s.requests_ok
-      << " requests ok, " << s.duplicate_batches << " batches re-sent as duplicates, "
-      << s.requests_failed << " failed attempts retried";
+      << s.events_rejected << " rejected";
+  if (s.invalid_sent > 0) {
+    out << " (" << s.invalid_sent << " invalid sent, " << s.invalid_accepted
+        << " of them accepted)";
+  }
+  out << ", " << s.events_uncertain << " uncertain; " << s.requests_ok << " requests ok, "
+      << s.duplicate_batches << " batches re-sent as duplicates, " << s.requests_failed
+      << " failed attempts retried";
   if (!s.failures_by_status.empty()) {
     out << " (";
     bool first = true;

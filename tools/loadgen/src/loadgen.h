@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,11 +36,20 @@ struct LoadgenOptions {
   int producers = 2;
   int duplicate_percent = 5;    // accepted batches re-sent once more (dedup must drop them)
   int watch_time_percent = 10;  // share of events that are watch_time with a value
-  std::string run_id;           // prefix of video and event ids; random when empty
-  // After `duration`, a batch that still fails is retried this much longer before it is counted
-  // as uncertain.
+  // Share of events made invalid (an unknown event type, a video id with a space, a timestamp two
+  // days old, in turn): the processor must list exactly those as rejected.
+  int invalid_percent = 0;
+  std::string run_id;  // prefix of video and event ids; random when empty
+  // After `duration` (or the stop flag), a batch that still fails is retried this much longer
+  // before it is counted as uncertain.
   std::chrono::milliseconds retry_budget{120000};
   std::chrono::milliseconds request_timeout{10000};
+  // Called after every ingest request (first sends, retries, duplicate re-sends) with whether it
+  // was accepted (a 200 with the processor's answer), the HTTP status (0: no answer) and when the
+  // answer came. From the producer threads, no loadgen lock held: the chaos test times outages
+  // with it.
+  std::function<void(bool accepted, int status, std::chrono::steady_clock::time_point at)>
+      on_response;
 };
 
 struct CounterKey {
@@ -59,6 +69,8 @@ struct LoadgenStats {
   std::map<int, int64_t> failures_by_status;  // HTTP status, 0 = no answer (connection, timeout)
   int64_t events_accepted = 0;                // distinct events acknowledged by a 200
   int64_t events_rejected = 0;                // listed as rejected in a 200
+  int64_t invalid_sent = 0;                   // invalid events in batches answered 200
+  int64_t invalid_accepted = 0;               // ... that the answer did not list as rejected
   int64_t events_uncertain = 0;               // in batches that never got a 200
   int64_t duplicate_batches = 0;              // accepted batches sent a second time
   double seconds = 0;                         // wall time of run()
