@@ -93,6 +93,7 @@ struct Phase {
   int64_t counted = 0;
   double post_seconds = 0;
   double drain_seconds = 0;
+  int64_t start_rss_kb = 0;  // started, marks read, nothing posted
   int64_t peak_rss_kb = 0;
   int64_t hwm_kb = 0;
   int64_t rss_after_kb = 0;
@@ -133,6 +134,8 @@ Phase run_phase(int videos, Sink& sink) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ph.start_rss_kb = status_kb(*pid, "VmRSS");
   std::atomic<bool> sampling{true};
   std::atomic<int64_t> peak{0};
   std::thread sampler([&] {
@@ -196,8 +199,8 @@ Phase run_phase(int videos, Sink& sink) {
   ph.largest_request = sink.largest_request();
   auto m = probe.request("GET", "/metrics");
   if (m) {
-    std::printf("  %d videos: dedup entries %.0f, backlog %.0f, duplicates %.0f\n", videos,
-                metric(m->body, "tally_processor_dedup_entries{partition=\"0\"}") * 4,
+    std::printf("  %d videos: dedup entries of partition 0 %.0f, backlog %.0f, duplicates %.0f\n",
+                videos, metric(m->body, "tally_processor_dedup_entries{partition=\"0\"}"),
                 metric(m->body, "tally_processor_backlog_events"),
                 metric(m->body, "tally_processor_duplicate_events_total"));
   }
@@ -224,13 +227,14 @@ int main() {
       "peak RSS | VmHWM | RSS after drain | largest apply request |\n"
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& p : phases) {
-    std::printf("| %d | %lld | %.1f s | %.0f | %.1f s | %.0f MB | %.0f MB | %.0f MB | %.1f MB |\n",
-                p.videos, static_cast<long long>(p.sent), p.post_seconds,
-                p.post_seconds > 0 ? static_cast<double>(p.sent) / p.post_seconds : 0,
-                p.drain_seconds, static_cast<double>(p.peak_rss_kb) / 1024.0,
-                static_cast<double>(p.hwm_kb) / 1024.0,
-                static_cast<double>(p.rss_after_kb) / 1024.0,
-                static_cast<double>(p.largest_request) / 1048576.0);
+    std::printf(
+        "| %d | %lld | %.1f s | %.0f | %.1f s | %.0f MB | %.0f MB | %.0f MB | %.0f MB | %.1f MB "
+        "|\n",
+        p.videos, static_cast<long long>(p.sent), p.post_seconds,
+        p.post_seconds > 0 ? static_cast<double>(p.sent) / p.post_seconds : 0, p.drain_seconds,
+        static_cast<double>(p.start_rss_kb) / 1024.0, static_cast<double>(p.peak_rss_kb) / 1024.0,
+        static_cast<double>(p.hwm_kb) / 1024.0, static_cast<double>(p.rss_after_kb) / 1024.0,
+        static_cast<double>(p.largest_request) / 1048576.0);
     if (p.sent != tally::kEvents || p.counted != p.sent) {
       std::printf("MISMATCH: %d videos: sent %lld, the sink counted %lld\n", p.videos,
                   static_cast<long long>(p.sent), static_cast<long long>(p.counted));
