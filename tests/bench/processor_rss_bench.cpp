@@ -224,8 +224,8 @@ int main() {
   bool ok = true;
   std::printf(
       "\n| distinct videos | events | posted in | events/s accepted | drained after | "
-      "peak RSS | VmHWM | RSS after drain | largest apply request |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "RSS at start | peak RSS | VmHWM | RSS after drain | largest apply request |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& p : phases) {
     std::printf(
         "| %d | %lld | %.1f s | %.0f | %.1f s | %.0f MB | %.0f MB | %.0f MB | %.0f MB | %.1f MB "
