@@ -543,6 +543,9 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
                } else if (!(*result)[0][0].ok || (*result)[0][0].rows != 1) {
                  j["outcome"] = "failed";
                  j["error"] = statement_error((*result)[0][0], shard_name).message;
+                 // The processor tells data the shard refuses (22xxx, 23xxx) from a transient
+                 // failure by it (contract 9).
+                 if (!(*result)[0][0].sqlstate.empty()) j["sqlstate"] = (*result)[0][0].sqlstate;
                } else {
                  const StatementResult& a = (*result)[0][0];
                  j["outcome"] = a.at(0, 0).value_or("failed");

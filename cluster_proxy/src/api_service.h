@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cluster_proxy/src/api_request.h"
-#include "cluster_proxy/src/circuit_breaker.h"
+#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/sql_http_service.h"

@@ -10,7 +10,7 @@
 
 #include "cluster_proxy/src/analyst_server.h"
 #include "cluster_proxy/src/api_service.h"
-#include "cluster_proxy/src/circuit_breaker.h"
+#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/topology_cache.h"

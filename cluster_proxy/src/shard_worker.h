@@ -20,7 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cluster_proxy/src/circuit_breaker.h"
+#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/shard_call.h"
 #include "common/pgclient/backend_pool.h"
 

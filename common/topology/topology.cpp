@@ -16,7 +16,45 @@ std::string shard_proxies(const std::string& range) {
 std::string health(const std::string& range) {
   return std::string(kRoot) + "/health/" + range;
 }
+std::string processor(const std::string& id) {
+  return std::string(kProcessors) + "/" + id;
+}
 }  // namespace topology_paths
+
+std::string encode_processor(const ProcessorRecord& record) {
+  std::vector<int> partitions;
+  for (int p = 0; p < record.partitions; ++p) partitions.push_back(p);
+  return json{{"id", record.id},
+              {"ingest", record.ingest},
+              {"partitions", partitions},
+              {"cluster_proxy", record.cluster_proxy},
+              {"started_at_ms", record.started_at_ms}}
+      .dump();
+}
+
+Result<ProcessorRecord> decode_processor(const std::string& id, const std::string& json_text) {
+  json j = json::parse(json_text, nullptr, false);
+  const std::string where = topology_paths::processor(id);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument, where + ": expected a JSON object");
+  }
+  ProcessorRecord r;
+  r.id = j.value("id", id);
+  if (!j.contains("ingest") || !j["ingest"].is_string()) {
+    return make_error(ErrorCode::kInvalidArgument, where + ": 'ingest' must be \"host:port\"");
+  }
+  r.ingest = j["ingest"].get<std::string>();
+  if (!j.contains("partitions") || !j["partitions"].is_array()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      where + ": 'partitions' must be a list of partition numbers");
+  }
+  r.partitions = static_cast<int>(j["partitions"].size());
+  if (j.contains("cluster_proxy") && j["cluster_proxy"].is_string())
+    r.cluster_proxy = j["cluster_proxy"].get<std::string>();
+  if (j.contains("started_at_ms") && j["started_at_ms"].is_number_integer())
+    r.started_at_ms = j["started_at_ms"].get<int64_t>();
+  return r;
+}
 
 std::string encode_keyspace(const KeyspaceRecord& record) {
   return json{{"version", record.version}, {"shards", record.shards}}.dump();

@@ -4,6 +4,7 @@
 //                            "sync":true,"fenced":["host:port"],"state_since_ms":N}
 //   /tally/health/<range>   written by the leading config_service every health round
 //   /tally/election/config_service/n_<seq>   ephemeral sequential: config_service election
+//   /tally/processors/<id>  ephemeral: a live processor, its ingest address and partitions
 // Encoding, decoding and whole-topology reads live here so every service agrees on one format.
 // Writers use ZooKeeper versions (compare-and-set). Blocking ZooKeeper calls: never on an io
 // thread.
@@ -26,7 +27,9 @@ inline constexpr const char* kKeyspace = "/tally/keyspace";
 inline constexpr const char* kShards = "/tally/shards";
 inline constexpr const char* kHealth = "/tally/health";
 inline constexpr const char* kConfigServiceElection = "/tally/election/config_service";
+inline constexpr const char* kProcessors = "/tally/processors";
 std::string shard(const std::string& range);
+std::string processor(const std::string& id);
 std::string shard_proxies(const std::string& range);
 std::string health(const std::string& range);
 }  // namespace topology_paths
@@ -87,6 +90,17 @@ struct HealthRecord {
 
 std::string encode_health(const HealthRecord& record);
 Result<HealthRecord> decode_health(const std::string& range, const std::string& json_text);
+
+// A live processor (ephemeral /tally/processors/<id>, held by the processor's ZooKeeper session).
+struct ProcessorRecord {
+  std::string id;
+  std::string ingest;         // host:port of its POST /v1/events API
+  int partitions = 0;         // it owns partitions 0 .. partitions-1 of its log
+  std::string cluster_proxy;  // the URL its writers apply through; empty: none configured
+  int64_t started_at_ms = 0;  // wall clock
+};
+std::string encode_processor(const ProcessorRecord& record);
+Result<ProcessorRecord> decode_processor(const std::string& id, const std::string& json_text);
 
 // A consistent-enough snapshot: the keyspace, its validated shard map, and each shard's record with
 // the ZooKeeper version it was read at (for compare-and-set).

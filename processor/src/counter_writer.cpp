@@ -1,15 +1,12 @@
 #include "processor/src/counter_writer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/metrics/metrics_registry.h"
-#include "processor/src/log_segment.h"
+#include "processor/src/dead_letter.h"
 
 namespace tally::processor {
 
@@ -71,8 +68,23 @@ Result<std::vector<ShardOutcome>> parse_apply_response(std::string_view body) {
     if (!kKnown.count(o.outcome)) return bad("has unknown outcome \"" + o.outcome + "\"");
     if (s.contains("mark") && s["mark"].is_number_integer()) o.mark = s["mark"].get<int64_t>();
     if (s.contains("error") && s["error"].is_string()) o.error = s["error"].get<std::string>();
+    if (s.contains("sqlstate") && s["sqlstate"].is_string())
+      o.sqlstate = s["sqlstate"].get<std::string>();
     out.push_back(std::move(o));
   }
+  return out;
+}
+
+bool permanent_shard_failure(const ShardOutcome& outcome) {
+  if (outcome.outcome != "failed" || outcome.sqlstate.size() != 5) return false;
+  return outcome.sqlstate.rfind("22", 0) == 0 || outcome.sqlstate.rfind("23", 0) == 0;
+}
+
+std::string with_shards(std::string_view body, const std::vector<std::string>& shards) {
+  std::string out(body);
+  auto close = out.rfind('}');
+  if (close == std::string::npos) return out;
+  out.insert(close, ",\"shards\":" + json(shards).dump());
   return out;
 }
 
@@ -133,12 +145,16 @@ Result<ShardMarks> fetch_marks(HttpClient& client, const ClusterProxyOptions& op
 // ---------------------------------------------------------------------------------------------
 
 CounterWriter::CounterWriter(int partition, ClusterProxyOptions options, WriterMetrics metrics,
-                             std::atomic<int64_t>& backlog_events, int64_t applied_through)
+                             std::atomic<int64_t>& backlog_events, int64_t applied_through,
+                             CircuitBreaker* breaker, ApplyTransport transport, const Clock* clock)
     : partition_(partition),
       options_(std::move(options)),
       metrics_(metrics),
       backlog_(backlog_events),
       client_(options_.url.host, options_.url.port, options_.timeout),
+      breaker_(breaker),
+      transport_(std::move(transport)),
+      clock_(clock ? *clock : system_clock_),
       rng_(std::random_device{}()),
       applied_(applied_through) {
   thread_ = std::thread([this] { run(); });
@@ -198,57 +214,126 @@ void CounterWriter::run() {
   }
 }
 
-bool CounterWriter::deliver(FlushBatch& batch) {
-  std::string body = encode_apply_request(options_.processor_id, batch);
+Result<HttpClientResponse> CounterWriter::send(const std::string& target, const std::string& body) {
+  if (transport_) return transport_(target, body);
   std::vector<std::pair<std::string, std::string>> headers;
   if (!options_.token.empty()) headers.emplace_back("Authorization", "Bearer " + options_.token);
+  return client_.request("POST", target, body, headers);
+}
+
+void CounterWriter::record(bool proxy_ok) {
+  if (breaker_ == nullptr) return;
+  if (proxy_ok) {
+    breaker_->record_success();
+    return;
+  }
+  const bool was_open = std::string_view(breaker_->state()) == "open";
+  breaker_->record_failure();
+  if (!was_open && breaker_->is_open()) {
+    if (metrics_.breaker_opened) metrics_.breaker_opened->inc();
+    std::fprintf(stderr,
+                 "processor: circuit toward the cluster proxy is open (partition %d saw the last "
+                 "failure); writers wait, the log keeps every event\n",
+                 partition_);
+  }
+}
+
+bool CounterWriter::deliver(FlushBatch& batch) {
+  const std::string body = encode_apply_request(options_.processor_id, batch);
   const std::string target = options_.url.base_path + "/v1/counters:apply";
-  for (int attempt = 0;; ++attempt) {
+  // The shards still to answer for this batch; empty while the whole batch goes to every shard.
+  std::vector<std::string> pending;
+  bool dead_lettered = false;
+  for (int attempt = 0;;) {
+    if (breaker_ != nullptr && !breaker_->allow()) {
+      // Open: no request at all until the probe window (the log keeps the events meanwhile).
+      if (metrics_.breaker_waits) metrics_.breaker_waits->inc();
+      auto wait = std::chrono::milliseconds(std::min<int64_t>(
+          std::max<int64_t>(breaker_->retry_after_ms(), options_.min_backoff.count()),
+          options_.max_backoff.count()));
+      if (wait.count() < 1) wait = std::chrono::milliseconds(1);
+      if (!sleep_for(wait)) return false;
+      continue;
+    }
     auto started = std::chrono::steady_clock::now();
-    auto r = client_.request("POST", target, body, headers);
+    auto r = send(target, pending.empty() ? body : with_shards(body, pending));
     std::string error;
     if (!r.ok()) {
+      record(false);
       error = r.error().message;
     } else if (r->status == 200) {
+      record(true);
       auto outcomes = parse_apply_response(r->body);
       if (!outcomes.ok()) {
         error = outcomes.error().message;
       } else {
-        std::string failed, overlap;
+        std::vector<std::string> failed, rejected, overlapped;
+        std::string failed_text, rejected_text, overlap_text;
         for (const auto& o : *outcomes) {
-          if (o.outcome == "failed") {
-            failed += (failed.empty() ? "" : "; ") + o.shard + ": " + o.error;
-          } else if (o.outcome == "overlap") {
-            overlap +=
-                (overlap.empty() ? "" : "; ") + o.shard + " (mark " + std::to_string(o.mark) + ")";
+          if (o.outcome == "overlap") {
+            overlapped.push_back(o.shard);
+            overlap_text += (overlap_text.empty() ? "" : "; ") + o.shard + " (mark " +
+                            std::to_string(o.mark) + ")";
             if (metrics_.overlaps) metrics_.overlaps->inc();
+          } else if (o.outcome == "failed" && permanent_shard_failure(o)) {
+            rejected.push_back(o.shard);
+            rejected_text += (rejected_text.empty() ? "" : "; ") + o.shard + ": " + o.error;
+          } else if (o.outcome == "failed") {
+            failed.push_back(o.shard);
+            failed_text += (failed_text.empty() ? "" : "; ") + o.shard + ": " + o.error;
           }
         }
-        if (failed.empty()) {
+        bool written = true;
+        if (!rejected.empty()) {
+          written = dead_letter(batch, body, dead_letter_kinds::kRejected, rejected,
+                                "shard(s) refused the batch as invalid data: " + rejected_text);
+        }
+        if (written && !overlapped.empty()) {
+          written =
+              dead_letter(batch, body, dead_letter_kinds::kOverlap, overlapped,
+                          "overlap: the batch straddles the mark of shard(s) " + overlap_text +
+                              "; the processor's state disagrees with the "
+                              "shard's");
+        }
+        dead_lettered = dead_lettered || !rejected.empty() || !overlapped.empty();
+        if (!written) {
+          // Keep the batch: the next attempt gets the same answer and tries the file again.
+          error = "cannot write the dead-letter file (see above)";
+          pending.clear();
+        } else if (failed.empty()) {
           if (metrics_.apply_seconds) {
             metrics_.apply_seconds->observe(std::chrono::steady_clock::now() - started);
           }
-          if (!overlap.empty()) {
-            dead_letter(batch, body,
-                        "overlap: the batch straddles the mark of shard(s) " + overlap +
-                            "; the processor's state disagrees with the shard's");
-          } else if (metrics_.batches_applied) {
-            metrics_.batches_applied->inc();
-          }
+          if (!dead_lettered && metrics_.batches_applied) metrics_.batches_applied->inc();
           if (metrics_.rows_sent) metrics_.rows_sent->inc(batch.rows.size());
           failing_.store(0, std::memory_order_relaxed);
           return true;
+        } else {
+          // Only the failed shards act on a resend: address it to them alone.
+          pending = failed;
+          if (metrics_.shard_retries) metrics_.shard_retries->inc();
+          error = "shards failed: " + failed_text;
         }
-        // Shards that applied it answer already_applied to the resend: only the failed ones act.
-        error = "shards failed: " + failed;
       }
+    } else if (r->status == 409 && !pending.empty()) {
+      // A shard named in "shards" is gone (a reshard): resend to every shard; those that hold the
+      // batch answer already_applied.
+      record(true);
+      error = "HTTP 409 for the failed shards only: " + cut(r->body) + "; resending to every shard";
+      pending.clear();
     } else if (r->status == 400 || r->status == 404 || r->status == 409 || r->status == 413 ||
                r->status == 422) {
-      dead_letter(batch, body,
-                  "refused with HTTP " + std::to_string(r->status) + ": " + cut(r->body, 2000));
-      failing_.store(0, std::memory_order_relaxed);
-      return true;
+      record(true);
+      if (dead_letter(
+              batch, body, dead_letter_kinds::kRejected, pending,
+              "refused with HTTP " + std::to_string(r->status) + ": " + cut(r->body, 2000))) {
+        failing_.store(0, std::memory_order_relaxed);
+        return true;
+      }
+      error = "cannot write the dead-letter file (see above)";
     } else {
+      // 5xx: the cluster proxy is failing (the breaker counts it); 401/403/429: it is up.
+      record(r->status < 500);
       error = "HTTP " + std::to_string(r->status) + ": " + cut(r->body);
     }
     if (metrics_.requests_failed) metrics_.requests_failed->inc();
@@ -264,6 +349,7 @@ bool CounterWriter::deliver(FlushBatch& batch) {
                    last_error().c_str(), attempt + 1);
     }
     if (!sleep_backoff(attempt)) return false;
+    ++attempt;
   }
 }
 
@@ -272,37 +358,45 @@ bool CounterWriter::sleep_backoff(int attempt) {
                 static_cast<double>(uint64_t{1} << std::min(attempt, 16));
   base = std::min(base, static_cast<double>(options_.max_backoff.count()));
   std::uniform_real_distribution<double> jitter(0.5, 1.0);
-  auto wait = std::chrono::milliseconds(static_cast<int64_t>(base * jitter(rng_)));
+  return sleep_for(std::chrono::milliseconds(static_cast<int64_t>(base * jitter(rng_))));
+}
+
+bool CounterWriter::sleep_for(std::chrono::milliseconds wait) {
   std::unique_lock lock(mu_);
   return !cv_.wait_for(lock, wait, [&] { return stopping_; });
 }
 
-void CounterWriter::dead_letter(const FlushBatch& batch, const std::string& body,
-                                const std::string& reason) {
-  if (metrics_.dead_lettered) metrics_.dead_lettered->inc();
-  std::fprintf(stderr,
-               "processor: partition %d batch (%lld, %lld] to the dead-letter directory: %s\n",
-               partition_, static_cast<long long>(batch.from_offset),
-               static_cast<long long>(batch.to_offset), reason.c_str());
-  std::error_code ec;
-  std::filesystem::create_directories(options_.dead_letter_dir, ec);
-  char name[96];
-  std::snprintf(name, sizeof(name), "p%d-%020lld-%020lld.json", partition_,
-                static_cast<long long>(batch.from_offset), static_cast<long long>(batch.to_offset));
-  auto file = options_.dead_letter_dir / name;
-  std::string content = "{\"reason\":" + json(reason).dump() + ",\"request\":" + body + "}\n";
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  bool ok = fd >= 0 &&
-            ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fdatasync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  ok = ok && ::rename(tmp.c_str(), file.c_str()) == 0 &&
-       sync_directory(options_.dead_letter_dir).ok();
-  if (!ok) {
-    std::fprintf(stderr, "processor: cannot write dead-letter file %s\n", file.c_str());
+bool CounterWriter::dead_letter(const FlushBatch& batch, const std::string& body, const char* kind,
+                                const std::vector<std::string>& shards, const std::string& reason) {
+  DeadLetter letter;
+  letter.kind = kind;
+  letter.reason = reason;
+  letter.processor_id = options_.processor_id;
+  letter.partition = partition_;
+  letter.from_offset = batch.from_offset;
+  letter.to_offset = batch.to_offset;
+  letter.shards = shards;
+  letter.rows = batch.rows.size();
+  letter.events = static_cast<int64_t>(batch.events);
+  letter.at_ms = clock_.wall_ms();
+  letter.request = body;
+  auto name = write_dead_letter(options_.dead_letter_dir, letter);
+  if (!name.ok()) {
+    std::fprintf(stderr, "processor: partition %d batch (%lld, %lld]: %s (the batch is kept)\n",
+                 partition_, static_cast<long long>(batch.from_offset),
+                 static_cast<long long>(batch.to_offset), name.error().message.c_str());
+    return false;
   }
+  if (metrics_.dead_lettered) metrics_.dead_lettered->inc();
+  std::string names;
+  for (const auto& s : shards) names += (names.empty() ? "" : ",") + s;
+  std::fprintf(stderr,
+               "processor: partition %d batch (%lld, %lld] for shard(s) %s to the dead-letter "
+               "directory as %s: %s\n",
+               partition_, static_cast<long long>(batch.from_offset),
+               static_cast<long long>(batch.to_offset), names.empty() ? "all" : names.c_str(),
+               name->c_str(), reason.c_str());
+  return true;
 }
 
 }  // namespace tally::processor

@@ -3,14 +3,20 @@
 // partition's FlushBatches in order with at most one in flight.
 //
 // CounterWriter guarantees: a batch (from, to] is sent until every shard has answered `applied` or
-// `already_applied` (a shard that already holds it answers `already_applied` to a resend, so the
-// resend of a batch some shards applied never counts twice); failures (connection errors, 5xx,
-// 401/403/429, shards reporting `failed`) are retried with exponential backoff and jitter, and
-// batches queued meanwhile are merged into one request while nothing of them is applied. A batch
-// the cluster proxy refuses as invalid (4xx) or a shard answers `overlap` for goes to the
-// dead-letter directory with the reason, is counted, and the writer moves on.
+// `already_applied`, or its part was dead-lettered. The first attempt goes to every shard; when
+// some shards answer `failed` only those are sent it again (the request's "shards" field; a 409
+// for a shard the keyspace no longer has falls back to the whole batch, whose shards that hold it
+// answer `already_applied`), so a resend never counts twice. Connection errors, 5xx, 401/403/429
+// and transient shard failures are retried with exponential backoff and jitter; consecutive
+// connection errors and 5xx open the shared circuit breaker toward the cluster proxy, and while it
+// is open the writers wait (the log keeps every event) until one probe gets through. A batch the
+// cluster proxy refuses as invalid (4xx), a shard refusing its part as invalid data (SQLSTATE class
+// 22 or 23) or answering `overlap` goes to the dead-letter directory (dead_letter.h) naming the
+// shards that lack it, is counted, and the writer moves on. If that file cannot be written the
+// batch is retried instead: nothing is dropped silently. Batches queued meanwhile are merged into
+// one request while nothing of them reached any shard.
 // Threads: enqueue() from the partition's consumer thread; the writer runs its own thread and its
-// own blocking HttpClient; the accessors are atomics any thread may read.
+// own blocking HttpClient (or the injected transport); the accessors are atomics any thread reads.
 #pragma once
 
 #include <atomic>
@@ -19,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/core/circuit_breaker.h"
 #include "common/core/result.h"
 #include "common/http/http_client.h"
 #include "processor/src/aggregator.h"
@@ -47,7 +55,13 @@ struct ShardOutcome {
   std::string outcome;  // applied | already_applied | overlap | failed
   int64_t mark = -1;    // -1 when absent
   std::string error;
+  std::string sqlstate;  // of a failed shard's statement, when the cluster proxy gives one
 };
+// True for a shard failure retrying cannot cure: the shard refused the data itself (SQLSTATE
+// class 22 data exception, class 23 integrity constraint violation, e.g. a CHECK constraint).
+bool permanent_shard_failure(const ShardOutcome& outcome);
+// `body` (an encode_apply_request result) addressed to `shards` only (contract 9's "shards").
+std::string with_shards(std::string_view body, const std::vector<std::string>& shards);
 Result<std::vector<ShardOutcome>> parse_apply_response(std::string_view body);
 
 // shard -> partition -> mark. A partition a shard has no mark for holds nothing (-1).
@@ -77,14 +91,25 @@ struct WriterMetrics {
   Counter* dead_lettered = nullptr;    // batches sent to the dead-letter directory
   Counter* overlaps = nullptr;         // shard outcomes `overlap`
   Counter* rows_sent = nullptr;
+  Counter* shard_retries = nullptr;    // re-sends addressed to the failed shards only
+  Counter* breaker_opened = nullptr;   // closed/half-open -> open transitions
+  Counter* breaker_waits = nullptr;    // attempts held back while the circuit was open
   Histogram* apply_seconds = nullptr;  // one successful counters:apply exchange
 };
+
+// One counters:apply exchange: (target, body) -> response. The default posts with the writer's
+// HttpClient and bearer token; tests inject a fake.
+using ApplyTransport =
+    std::function<Result<HttpClientResponse>(const std::string& target, const std::string& body)>;
 
 class CounterWriter {
  public:
   // `applied_through`: the offset every shard already holds at start (the partition's lowest mark).
+  // `breaker` (may be null: none) is shared by the processor's writers and outlives them.
   CounterWriter(int partition, ClusterProxyOptions options, WriterMetrics metrics,
-                std::atomic<int64_t>& backlog_events, int64_t applied_through);
+                std::atomic<int64_t>& backlog_events, int64_t applied_through,
+                CircuitBreaker* breaker = nullptr, ApplyTransport transport = {},
+                const Clock* clock = nullptr);
   ~CounterWriter();
   CounterWriter(const CounterWriter&) = delete;
   CounterWriter& operator=(const CounterWriter&) = delete;
@@ -104,14 +129,23 @@ class CounterWriter {
   void run();
   // Sends until done; false when stopped first.
   bool deliver(FlushBatch& batch);
-  void dead_letter(const FlushBatch& batch, const std::string& body, const std::string& reason);
+  // False when the file could not be written (the caller retries the batch).
+  bool dead_letter(const FlushBatch& batch, const std::string& body, const char* kind,
+                   const std::vector<std::string>& shards, const std::string& reason);
   bool sleep_backoff(int attempt);
+  bool sleep_for(std::chrono::milliseconds wait);
+  Result<HttpClientResponse> send(const std::string& target, const std::string& body);
+  void record(bool proxy_ok);
 
   const int partition_;
   const ClusterProxyOptions options_;
   WriterMetrics metrics_;
   std::atomic<int64_t>& backlog_;
   HttpClient client_;
+  CircuitBreaker* breaker_;
+  ApplyTransport transport_;
+  SystemClock system_clock_;
+  const Clock& clock_;
   std::mt19937_64 rng_;
 
   mutable std::mutex mu_;

@@ -19,11 +19,18 @@ ProcessorConfig read(ConfigSection root, const std::string& file) {
     id_ok = id_ok && (isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-');
   }
   if (!id_ok) s.fail("id", "expected 1-64 characters of [A-Za-z0-9_-], got \"" + c.id + "\"");
+  // `<id>-dlq` is the identity dead-letter replays apply under (contract 9).
+  if (c.id.size() >= 4 && c.id.compare(c.id.size() - 4, 4, "-dlq") == 0) {
+    s.fail("id", "expected an id not ending in -dlq (reserved for dead-letter replays), got \"" +
+                     c.id + "\"");
+  }
   c.data_dir = s.required_string("data_dir", "a directory path");
   c.partitions = static_cast<int>(s.optional_int("partitions", c.partitions, 1, 256));
 
   auto http = s.section("http");
   c.listen_address = http.optional_string("address", c.listen_address, "an IP address");
+  c.advertise_address = http.optional_string(
+      "advertise_address", "", "the host name producers reach it by (registered in ZooKeeper)");
   c.http_port = static_cast<int>(http.required_int("port", 0, 65535));
   c.http_threads = static_cast<int>(http.optional_int("threads", c.http_threads, 1, 64));
   c.max_body_bytes = static_cast<size_t>(
@@ -80,7 +87,16 @@ ProcessorConfig read(ConfigSection root, const std::string& file) {
     c.cluster_proxy_timeout_ms =
         proxy->optional_int("timeout_ms", c.cluster_proxy_timeout_ms, 10, 600000);
     c.max_backoff_ms = proxy->optional_int("max_backoff_ms", c.max_backoff_ms, 10, 600000);
+    c.breaker_failures =
+        static_cast<int>(proxy->optional_int("breaker_failures", c.breaker_failures, 0, 1000));
+    c.breaker_open_ms = proxy->optional_int("breaker_open_ms", c.breaker_open_ms, 10, 600000);
     proxy->finish();
+  }
+
+  if (auto zk = s.optional_section("zookeeper")) {
+    auto zk_settings = read_zookeeper_section(*zk, c.zk_session_timeout_ms);
+    c.zk_hosts = zk_settings.hosts;
+    c.zk_session_timeout_ms = zk_settings.session_timeout_ms;
   }
 
   std::set<std::string> keys;

@@ -27,6 +27,7 @@ struct ProcessorConfig {
   int partitions = 4;
 
   std::string listen_address = "127.0.0.1";
+  std::string advertise_address;  // the host registered in ZooKeeper; empty: listen_address
   int http_port = 0;
   int http_threads = 2;
   size_t max_body_bytes = 8 << 20;
@@ -49,6 +50,14 @@ struct ProcessorConfig {
   std::string cluster_proxy_token;
   int64_t cluster_proxy_timeout_ms = 5000;
   int64_t max_backoff_ms = 5000;
+  // Circuit breaker toward the cluster proxy: open after this many consecutive connection errors
+  // or 5xx answers (0: no breaker), probe again after breaker_open_ms.
+  int breaker_failures = 5;
+  int64_t breaker_open_ms = 2000;
+
+  // ZooKeeper, for the ephemeral /tally/processors/<id> registration; empty hosts: none.
+  std::string zk_hosts;
+  int zk_session_timeout_ms = 10000;
 
   std::vector<ApiKey> api_keys;  // empty: no key required
 };

@@ -49,6 +49,10 @@ ProcessorServer::ProcessorServer(ProcessorConfig config, const Clock* clock)
     buckets_.emplace(k.key, std::make_unique<TokenBucket>(k.events_per_second, k.burst, clock_));
     key_names_.emplace(k.key, k.name);
   }
+  if (!config_.cluster_proxy_url.empty()) {
+    breaker_ = std::make_unique<CircuitBreaker>(
+        CircuitOptions{config_.breaker_failures, config_.breaker_open_ms}, clock_);
+  }
 }
 
 ProcessorServer::~ProcessorServer() {
@@ -98,6 +102,23 @@ Status ProcessorServer::start() {
   add_admin_routes(*http_, registry_, [this] { return readiness(); });
   if (auto st = http_->start(); !st) return st;
 
+  if (!config_.zk_hosts.empty()) {
+    ZkOptions zk;
+    zk.hosts = config_.zk_hosts;
+    zk.session_timeout = std::chrono::milliseconds(config_.zk_session_timeout_ms);
+    zk.connect_timeout = std::chrono::milliseconds(3000);
+    ProcessorRecord me;
+    me.id = config_.id;
+    me.ingest =
+        (config_.advertise_address.empty() ? config_.listen_address : config_.advertise_address) +
+        ":" + std::to_string(http_->port());
+    me.partitions = config_.partitions;
+    me.cluster_proxy = config_.cluster_proxy_url;
+    me.started_at_ms = clock_.wall_ms();
+    registration_ = std::make_unique<ProcessorRegistration>(zk, me);
+    registration_->start();
+  }
+
   if (!config_.cluster_proxy_url.empty()) {
     bootstrap_thread_ = std::thread([this] { bootstrap(); });
   }
@@ -107,6 +128,7 @@ Status ProcessorServer::start() {
 void ProcessorServer::stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (registration_) registration_->stop();  // the ZooKeeper node goes first: no new producers
   if (http_) http_->stop(std::chrono::milliseconds(2000));
   {
     std::lock_guard lock(mu_);
@@ -165,8 +187,9 @@ void ProcessorServer::bootstrap() {
   for (size_t p = 0; p < logs_.size(); ++p) {
     auto pm = partition_marks(marks, static_cast<int>(p));
     int64_t low = *std::min_element(pm.begin(), pm.end());
-    writers_[p] = std::make_unique<CounterWriter>(static_cast<int>(p), options, writer_metrics_,
-                                                  backlog_, low);
+    writers_[p] =
+        std::make_unique<CounterWriter>(static_cast<int>(p), options, writer_metrics_, backlog_,
+                                        low, breaker_.get(), ApplyTransport{}, &clock_);
     ConsumerOptions co;
     co.partition = static_cast<int>(p);
     co.flush_interval = std::chrono::milliseconds(config_.flush_interval_ms);
@@ -195,6 +218,13 @@ HealthStatus ProcessorServer::readiness() const {
     h.reasons.push_back("backlog of " + std::to_string(backlog_events()) +
                         " unapplied events is at the bound " +
                         std::to_string(config_.max_backlog_events));
+  }
+  if (breaker_ && breaker_->is_open()) {
+    // Ingest stays open (the log keeps the events); this only tells the operator.
+    h.reasons.push_back(std::string("circuit toward the cluster proxy ") + breaker_->state());
+  }
+  if (registration_) {
+    if (auto problem = registration_->problem(); !problem.empty()) h.reasons.push_back(problem);
   }
   if (running_.load(std::memory_order_acquire)) {
     for (const auto& c : consumers_) {
@@ -373,6 +403,22 @@ void ProcessorServer::register_metrics() {
       &r.counter("tally_processor_apply_rows_total", "Counter rows sent in applied batches");
   writer_metrics_.apply_seconds =
       &r.histogram("tally_processor_apply_seconds", "One successful counters:apply exchange");
+  writer_metrics_.shard_retries =
+      &r.counter("tally_processor_apply_shard_retries_total",
+                 "counters:apply re-sends addressed only to the shards that failed");
+  writer_metrics_.breaker_opened = &r.counter("tally_processor_circuit_opened_total",
+                                              "Times the circuit toward the cluster proxy opened");
+  writer_metrics_.breaker_waits =
+      &r.counter("tally_processor_circuit_waits_total",
+                 "Apply attempts held back because the circuit was open");
+  if (breaker_) {
+    for (const char* state : {"closed", "open", "half_open"}) {
+      r.gauge_fn(
+          "tally_processor_circuit_state",
+          "Circuit toward the cluster proxy: 1 for the current state", {{"state", state}},
+          [this, state] { return std::string_view(breaker_->state()) == state ? 1.0 : 0.0; });
+    }
+  }
   consumer_metrics_.events =
       &r.counter("tally_processor_consumed_events_total", "Events read by the consumers");
   consumer_metrics_.duplicates =

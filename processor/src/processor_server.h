@@ -10,7 +10,9 @@
 // applied on every shard exceeds limits.max_backlog_events (Retry-After) or the log has failed.
 // At start-up a background thread reads every shard's marks (GET /v1/counters:marks, retried with
 // backoff while the cluster proxy is down: ingest is open meanwhile) and then starts the
-// consumers and writers. Without a cluster proxy in the config, events only go to the log.
+// consumers and writers. Without a cluster proxy in the config, events only go to the log. The
+// writers share one circuit breaker toward the cluster proxy. With a zookeeper section the
+// processor registers the ephemeral /tally/processors/<id> (processor_registration.h).
 // Threads: start()/stop() from the owner's thread; handlers on the HTTP threads; the rest on the
 // threads of the parts it owns.
 #pragma once
@@ -34,6 +36,7 @@
 #include "processor/src/partition_consumer.h"
 #include "processor/src/partition_log.h"
 #include "processor/src/processor_config.h"
+#include "processor/src/processor_registration.h"
 #include "processor/src/rate_limiter.h"
 
 namespace tally::processor {
@@ -81,6 +84,8 @@ class ProcessorServer {
   std::vector<std::unique_ptr<PartitionConsumer>> consumers_;
   std::atomic<bool> running_{false};
   std::atomic<int64_t> backlog_{0};
+  std::unique_ptr<CircuitBreaker> breaker_;  // toward the cluster proxy; null without one
+  std::unique_ptr<ProcessorRegistration> registration_;
 
   std::unique_ptr<HttpServer> http_;
   std::thread bootstrap_thread_;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iomanip>
@@ -15,8 +16,10 @@
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
 #include "tallyctl/src/bootstrap.h"
+#include "tallyctl/src/dead_letter_queue.h"
 #include "tallyctl/src/local_cluster.h"
 #include "tallyctl/src/shard_operations.h"
+#include "tools/loadgen/src/loadgen_cli.h"
 
 namespace tally {
 namespace {
@@ -31,6 +34,11 @@ constexpr const char* kUsage =
     "  tallyctl shard switchover RANGE --dir DIR [--drain-timeout-ms MS] [--config FILE]\n"
     "  tallyctl shard rejoin RANGE --dir DIR [--node HOST:PORT] [--config FILE]\n"
     "  tallyctl migrate --dir DIR [--migrations DIR]\n"
+    "  tallyctl dlq list (--dir DIR | --dead-letter-dir DIR)\n"
+    "  tallyctl dlq replay (--dir DIR | --dead-letter-dir DIR --cluster-proxy URL --token T)\n"
+    "      [--file NAME]   (re-sends dead-lettered batches; see docs/operations.md)\n"
+    "  tallyctl loadgen --dir DIR [--rate N] [--duration S] [--videos N] [--zipf S] ...\n"
+    "      (tallyctl loadgen --help lists every option)\n"
     "  tallyctl bootstrap --zookeeper HOST:PORT --shards RANGE=LEADER[/REPLICA],... [--database "
     "DB]\n"
     "      [--admin-user USER] [--migrations DIR] [--wait-s S]   (passwords from the environment:\n"
@@ -270,7 +278,59 @@ int topology_show(const Args& a, std::ostream& out, std::ostream& err) {
       out << "    fenced nodes found running as primaries: " << running << "\n";
     }
   }
+  // Live processors: ephemeral nodes, gone when a processor stops (or its session expires).
+  auto ids = (*zk)->children(topology_paths::kProcessors);
+  if (!ids && ids.error().code != ErrorCode::kNotFound) return fail(err, ids.error());
+  std::vector<std::string> processors = ids ? *ids : std::vector<std::string>{};
+  std::sort(processors.begin(), processors.end());
+  out << "\nprocessors  " << (processors.empty() ? "none registered" : "") << "\n";
+  for (const auto& id : processors) {
+    auto node = (*zk)->get(topology_paths::processor(id));
+    if (!node) continue;  // gone between the two reads
+    auto p = decode_processor(id, node->data);
+    if (!p) {
+      out << "  " << id << "  unreadable (" << p.error().message << ")\n";
+      continue;
+    }
+    out << "  " << p->id << "  ingest " << p->ingest << ", partitions 0-" << p->partitions - 1
+        << ", applies through "
+        << (p->cluster_proxy.empty() ? std::string("nothing (no cluster proxy)") : p->cluster_proxy)
+        << ", up since " << age_text(now - p->started_at_ms) << "\n";
+  }
   return 0;
+}
+
+int dlq(const Args& a, std::ostream& out, std::ostream& err) {
+  const bool replay = a.positional[1] == "replay";
+  DlqTarget target;
+  if (a.flags.count("dead-letter-dir")) {
+    target.dir = a.flags.at("dead-letter-dir");
+    if (a.flags.count("cluster-proxy")) target.cluster_proxy_url = a.flags.at("cluster-proxy");
+    if (a.flags.count("token")) target.token = a.flags.at("token");
+    if (replay && target.cluster_proxy_url.empty()) {
+      err << "tallyctl: dlq replay --dead-letter-dir needs --cluster-proxy URL (and --token T)\n";
+      return 2;
+    }
+  } else if (a.flags.count("dir")) {
+    auto t = dlq_target_from_cluster(std::filesystem::absolute(a.flags.at("dir")));
+    if (!t) return fail(err, t.error());
+    target = *t;
+    if (a.flags.count("cluster-proxy")) target.cluster_proxy_url = a.flags.at("cluster-proxy");
+    if (a.flags.count("token")) target.token = a.flags.at("token");
+  } else {
+    err << "tallyctl: dlq needs --dir DIR or --dead-letter-dir DIR\n" << kUsage;
+    return 2;
+  }
+  if (!replay) {
+    auto n = dlq_list(target, out);
+    if (!n) return fail(err, n.error());
+    return 0;
+  }
+  DlqReplayOptions o;
+  if (a.flags.count("file")) o.only_file = a.flags.at("file");
+  auto summary = dlq_replay(target, o, out);
+  if (!summary) return fail(err, summary.error());
+  return summary->kept == 0 && summary->held == 0 ? 0 : 1;
 }
 
 // --config (optional) gives the PostgreSQL binaries and the servers' account, as for cluster up.
@@ -393,6 +453,11 @@ int bootstrap(const Args& a, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::ostream& err) {
+  // loadgen has flags without values (--no-audit): it parses its own options.
+  if (!raw.empty() && raw[0] == "loadgen") {
+    return run_loadgen_command(std::vector<std::string>(raw.begin() + 1, raw.end()),
+                               "tallyctl loadgen", out, err);
+  }
   auto args = parse(raw, err);
   if (!args) return 2;
   const auto& pos = args->positional;
@@ -419,6 +484,9 @@ int run_tallyctl(const std::vector<std::string>& raw, std::ostream& out, std::os
   if (pos.size() == 1 && pos[0] == "migrate") {
     if (!need_dir()) return 2;
     return migrate(*args, out, err);
+  }
+  if (pos.size() == 2 && pos[0] == "dlq" && (pos[1] == "list" || pos[1] == "replay")) {
+    return dlq(*args, out, err);
   }
   if (pos.size() == 1 && pos[0] == "bootstrap") return bootstrap(*args, out, err);
   if (pos.size() == 1 && (pos[0] == "help" || pos[0] == "--help")) {

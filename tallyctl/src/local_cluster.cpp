@@ -137,7 +137,9 @@ std::string processor_config_text(const ManifestProcess& p, const ClusterManifes
       "  http: {address: 127.0.0.1, port: " +
       std::to_string(p.ports.at("http")) +
       ", threads: 2}\n"
-      "  flush: {interval_ms: 1000}\n";
+      "  flush: {interval_ms: 1000}\n"
+      "  zookeeper: {hosts: \"" +
+      m.zookeeper + "\", session_timeout_ms: 10000}\n";
   auto rest = m.endpoints.find("rest");
   if (rest != m.endpoints.end() && rest->second && m.users.count("rest")) {
     text += "  cluster_proxy: {url: \"" + *rest->second + "\", token: \"" +

@@ -3,7 +3,12 @@
 // sums (duplicates dropped, bad events rejected by index, watch time summed), on both shards; a
 // kill -9 of the processor mid-stream under a retrying loader loses nothing and counts nothing
 // twice; and with the cluster proxy down the processor keeps accepting up to its backlog bound
-// (then 503), and the counts converge once the proxy is back.
+// (then 503), and the counts converge once the proxy is back. A batch a shard refuses (a CHECK
+// constraint added to that shard's table) lands in the dead-letter directory, counted in /metrics
+// and listed by `tallyctl dlq list`; after the cause is removed `tallyctl dlq replay` applies it
+// exactly once (a second replay of the same file answers already_applied). The processor
+// registers itself in ZooKeeper (`tallyctl topology show`) and the node goes when it stops.
+// `tallyctl loadgen` runs and audits like the loadgen binary.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -20,6 +25,7 @@
 #include "common/http/http_client.h"
 #include "common/keyspace/ksid.h"
 #include "common/process/child_process.h"
+#include "tests/support/pg_client.h"
 #include "tests/support/test_env.h"
 #include "tools/loadgen/src/loadgen.h"
 
@@ -301,6 +307,190 @@ TEST_F(ProcessorIntegrationTest, LoadgenCommandAuditsAndItsAuditCatchesADisagree
   EXPECT_EQ(m.got.count, m.expected.count + 1);
   EXPECT_NE(format_audit((*lg)->stats(), *report).find("MISMATCH " + (*lg)->video_id(3) + " like"),
             std::string::npos);
+}
+
+// The processor's /metrics value of one unlabelled counter (-1 when absent).
+double metric(const std::string& text, const std::string& name) {
+  size_t pos = 0;
+  while ((pos = text.find(name, pos)) != std::string::npos) {
+    bool line_start = pos == 0 || text[pos - 1] == '\n';
+    size_t after = pos + name.size();
+    if (line_start && after < text.size() && text[after] == ' ') {
+      return std::stod(text.substr(after + 1, text.find('\n', after) - after - 1));
+    }
+    pos = after;
+  }
+  return -1;
+}
+
+TEST_F(ProcessorIntegrationTest, PoisonBatchGoesToTheDeadLetterQueueAndReplaysExactlyOnce) {
+  const std::string ingest = endpoint("ingest");
+  const std::string dir = dir_->path().string();
+  const std::string dlq_dir = only("processor").data_dir + "/dead_letter";
+  // The poison video and a neighbour on shard 80-, one video on shard -80.
+  auto low_high = videos_on_both_shards("pit_dlq", 2);
+  const std::string ok_low = low_high[0];
+  const std::string poison = low_high[2];
+  const std::string ok_high = low_high[3];
+
+  // Make shard 80- refuse rows for the poison video for real: a CHECK constraint on its totals.
+  const ManifestProcess* leader = nullptr;
+  auto m = manifest();
+  for (const auto* p : m.with_role("pg_leader")) {
+    if (p->shard == "80-") leader = p;
+  }
+  ASSERT_NE(leader, nullptr);
+  testing::PgClient pg(m.conninfo(*leader, "admin"));
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  ASSERT_EQ(
+      pg.query("ALTER TABLE video_totals ADD CONSTRAINT tally_test_poison CHECK (video_id <> '" +
+               poison + "') NOT VALID"),
+      "OK");
+
+  const double dead_before =
+      metric(request(ingest, "GET", "/metrics").body, "tally_processor_dead_letter_batches_total");
+  ASSERT_GE(dead_before, 0);
+  const int64_t ts = now_ms();
+  json events = json::array();
+  auto add = [&](const std::string& id, const std::string& video, const std::string& type,
+                 int64_t value = 0) {
+    events.push_back({{"event_id", id},
+                      {"video_id", video},
+                      {"event_type", type},
+                      {"ts", ts},
+                      {"value", value}});
+  };
+  for (int i = 0; i < 3; ++i) add("dlq-pv-" + std::to_string(i), poison, "view");
+  add("dlq-pw-0", poison, "watch_time", 1234);
+  for (int i = 0; i < 2; ++i) add("dlq-lv-" + std::to_string(i), ok_low, "view");
+  for (int i = 0; i < 2; ++i) add("dlq-hv-" + std::to_string(i), ok_high, "view");
+  auto posted = request(ingest, "POST", "/v1/events", events.dump());
+  ASSERT_EQ(posted.status, 200) << posted.body;
+  ASSERT_EQ(json::parse(posted.body)["accepted"], 8) << posted.body;
+
+  // Dead-lettered (not retried forever), and counted.
+  double dead_after = dead_before;
+  for (int i = 0; i < 100 && dead_after <= dead_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    dead_after = metric(request(ingest, "GET", "/metrics").body,
+                        "tally_processor_dead_letter_batches_total");
+  }
+  ASSERT_GT(dead_after, dead_before) << "no batch was dead-lettered";
+  // The other shard applied its part meanwhile; the poison video's shard holds none of the batch.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (stats(ok_low, "view").first != 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(stats(ok_low, "view"), std::make_pair(int64_t{2}, int64_t{0}));
+  EXPECT_EQ(stats(poison, "view").first, 0);
+
+  auto list = run({project_binary("tallyctl"), "dlq", "list", "--dir", dir});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_NE(list.output.find("tally_test_poison"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("80-"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("rejected"), std::string::npos) << list.output;
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dlq_dir))
+    files += e.path().extension() == ".json";
+  EXPECT_EQ(static_cast<double>(files), dead_after - dead_before) << list.output;
+
+  // While the cause is still there a replay fails and keeps the file.
+  auto refused = run({project_binary("tallyctl"), "dlq", "replay", "--dir", dir});
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("KEPT"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("0 replayed"), std::string::npos) << refused.output;
+
+  // Remove the cause, replay: every batch applied once, the files moved aside.
+  ASSERT_EQ(pg.query("ALTER TABLE video_totals DROP CONSTRAINT tally_test_poison"), "OK");
+  auto replay = run({project_binary("tallyctl"), "dlq", "replay", "--dir", dir});
+  ASSERT_EQ(replay.exit_code, 0) << replay.output;
+  EXPECT_NE(replay.output.find("replayed p"), std::string::npos) << replay.output;
+  EXPECT_NE(replay.output.find("80- applied"), std::string::npos) << replay.output;
+  std::vector<std::filesystem::path> replayed;
+  for (const auto& e : std::filesystem::directory_iterator(dlq_dir + "/replayed"))
+    replayed.push_back(e.path());
+  EXPECT_EQ(static_cast<double>(replayed.size()), dead_after - dead_before);
+  for (const auto& e : std::filesystem::directory_iterator(dlq_dir))
+    EXPECT_NE(e.path().extension(), ".json") << e.path() << " was not moved aside";
+
+  // A replay that runs again (say it crashed before moving the file) counts nothing twice.
+  ASSERT_FALSE(replayed.empty());
+  std::filesystem::copy_file(replayed[0], dlq_dir + "/" + replayed[0].filename().string());
+  auto again = run({project_binary("tallyctl"), "dlq", "replay", "--dir", dir});
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("already_applied"), std::string::npos) << again.output;
+
+  // And the live path keeps working for that video.
+  json more = json::array(
+      {{{"event_id", "dlq-pv-late"}, {"video_id", poison}, {"event_type", "view"}, {"ts", ts}}});
+  ASSERT_EQ(request(ingest, "POST", "/v1/events", more.dump()).status, 200);
+
+  const std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> expected = {
+      {{poison, "view"}, {4, 0}},
+      {{poison, "watch_time"}, {1, 1234}},
+      {{ok_low, "view"}, {2, 0}},
+      {{ok_high, "view"}, {2, 0}},
+      {{poison, "like"}, {0, 0}}};
+  std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> got;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  do {
+    for (const auto& [k, v] : expected) got[k] = stats(k.first, k.second);
+    if (got == expected) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  } while (std::chrono::steady_clock::now() < deadline);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  for (const auto& [k, v] : expected) {
+    EXPECT_EQ(stats(k.first, k.second), v) << k.first << " " << k.second << " (count, sum)";
+  }
+  auto empty = run({project_binary("tallyctl"), "dlq", "list", "--dir", dir});
+  EXPECT_EQ(empty.exit_code, 0) << empty.output;
+  EXPECT_NE(empty.output.find("no dead-lettered batches"), std::string::npos) << empty.output;
+}
+
+TEST_F(ProcessorIntegrationTest, ProcessorRegistersInZooKeeperAndGoesAwayWhenItStops) {
+  const std::string dir = dir_->path().string();
+  auto p = only("processor");
+  const std::string ingest_port = std::to_string(p.ports.at("http"));
+  auto shown = [&] { return run({project_binary("tallyctl"), "topology", "show", "--dir", dir}); };
+  // It registers in the background: allow it a moment after start-up.
+  testing::CommandResult t;
+  for (int i = 0; i < 50; ++i) {
+    t = shown();
+    if (t.output.find("ingest 127.0.0.1:" + ingest_port) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  EXPECT_NE(t.output.find("p1  ingest 127.0.0.1:" + ingest_port + ", partitions 0-3"),
+            std::string::npos)
+      << t.output;
+
+  ASSERT_TRUE(stop_process(p.pid, p.config, SIGTERM, std::chrono::seconds(20)).ok());
+  t = shown();
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  EXPECT_NE(t.output.find("processors  none registered"), std::string::npos) << t.output;
+  EXPECT_EQ(t.output.find("ingest 127.0.0.1:" + ingest_port), std::string::npos) << t.output;
+
+  cluster_up_again();
+  for (int i = 0; i < 50; ++i) {
+    t = shown();
+    if (t.output.find("ingest 127.0.0.1:" + ingest_port) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_NE(t.output.find("p1  ingest 127.0.0.1:" + ingest_port), std::string::npos) << t.output;
+}
+
+TEST_F(ProcessorIntegrationTest, TallyctlLoadgenShowsProgressAndAudits) {
+  auto cli =
+      run({project_binary("tallyctl"), "loadgen", "--dir", dir_->path().string(), "--rate", "1000",
+           "--duration", "3", "--videos", "50", "--zipf", "1.1", "--run-id", "tctl"});
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_NE(cli.output.find("tallyctl loadgen: "), std::string::npos) << cli.output;
+  EXPECT_NE(cli.output.find("events/s"), std::string::npos) << cli.output;
+  EXPECT_NE(cli.output.find(" accepted,"), std::string::npos) << cli.output;  // progress line
+  EXPECT_NE(cli.output.find(": OK"), std::string::npos) << cli.output;
+  auto bad = run(
+      {project_binary("tallyctl"), "loadgen", "--dir", dir_->path().string(), "--rate", "fast"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("--rate: expected a number"), std::string::npos) << bad.output;
 }
 
 TEST_F(ProcessorIntegrationTest, KillNineMidStreamLosesNothingAndCountsNothingTwice) {

@@ -175,9 +175,12 @@ TEST(ComposeConfigTest, ProcessorMatchesTheLocalClusterAndLoads) {
   p.role = "processor";
   p.ports["http"] = port_layout(16000).processor_http();
   p.data_dir = "/var/tmp/tally-cluster/processor/data";
-  expect_same_as_local("processor.yaml", processor_config_text(p, m), {},
+  expect_same_as_local("processor.yaml", processor_config_text(p, m),
+                       // Registered in ZooKeeper instead of 0.0.0.0.
+                       {"processor.http.advertise_address"},
                        {{"processor.data_dir", "the processor-data volume"},
                         {"processor.http.address", "0.0.0.0"},
+                        {"processor.zookeeper.hosts", "the zookeeper container"},
                         {"processor.cluster_proxy.url", "the cluster-proxy container"},
                         {"processor.cluster_proxy.token", "docker/tally.env"}});
   auto c = processor::load_processor_config(kComposeDir / "processor.yaml");

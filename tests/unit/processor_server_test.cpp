@@ -368,10 +368,19 @@ TEST_F(ProcessorServerTest, PoisonBatchGoesToTheDeadLetterDirectoryAndTheWriterM
   proxy_.refuse_apply = true;
   post_ok(events_.batch(20, 5, "poison"));
   auto dlq = dir_.path() / "dead_letter";
-  ASSERT_TRUE(
-      wait_until([&] { return std::filesystem::exists(dlq) && !std::filesystem::is_empty(dlq); }));
+  // A file counts once it is renamed into place (a .tmp may be there before) and counted.
+  auto first_letter = [&]() -> std::filesystem::path {
+    if (!std::filesystem::exists(dlq)) return {};
+    for (const auto& e : std::filesystem::directory_iterator(dlq)) {
+      if (e.path().extension() == ".json") return e.path();
+    }
+    return {};
+  };
+  ASSERT_TRUE(wait_until([&] {
+    return !first_letter().empty() && metric("tally_processor_dead_letter_batches_total") >= 1;
+  }));
   proxy_.refuse_apply = false;
-  auto file = std::filesystem::directory_iterator(dlq)->path();
+  auto file = first_letter();
   std::ifstream in(file);
   json dead = json::parse(in, nullptr, false);
   EXPECT_NE(dead["reason"].get<std::string>().find("HTTP 400"), std::string::npos);

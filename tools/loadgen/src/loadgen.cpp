@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -64,6 +65,8 @@ Result<std::unique_ptr<Loadgen>> Loadgen::create(LoadgenOptions o) {
   if (o.duration.count() <= 0) return bad("duration: expected > 0 ms");
   if (o.videos < 1 || o.videos > 1000000)
     return bad("videos: expected 1 to 1000000, got " + std::to_string(o.videos));
+  if (!(o.zipf >= 0 && o.zipf <= 5))
+    return bad("zipf: expected an exponent from 0 (uniform) to 5, got " + std::to_string(o.zipf));
   if (o.batch < 1 || o.batch > 10000)
     return bad("batch: expected 1 to 10000 events per request, got " + std::to_string(o.batch));
   if (o.producers < 1 || o.producers > 64)
@@ -108,7 +111,17 @@ void Loadgen::produce(int producer, Clock::time_point start, Clock::time_point e
   std::vector<std::pair<std::string, std::string>> headers;
   if (!options_.api_key.empty()) headers.emplace_back("X-Api-Key", options_.api_key);
   std::mt19937_64 rng(std::hash<std::string>{}(options_.run_id) + static_cast<uint64_t>(producer));
-  std::uniform_int_distribution<int> video(0, options_.videos - 1);
+  std::uniform_int_distribution<int> uniform_video(0, options_.videos - 1);
+  std::discrete_distribution<int> zipf_video;
+  if (options_.zipf > 0) {
+    std::vector<double> weights(static_cast<size_t>(options_.videos));
+    for (size_t k = 0; k < weights.size(); ++k)
+      weights[k] = 1.0 / std::pow(static_cast<double>(k + 1), options_.zipf);
+    zipf_video = std::discrete_distribution<int>(weights.begin(), weights.end());
+  }
+  auto video = [&](std::mt19937_64& g) {
+    return options_.zipf > 0 ? zipf_video(g) : uniform_video(g);
+  };
   std::uniform_int_distribution<int> percent(0, 99);
   std::uniform_int_distribution<int64_t> watch_ms(1, 600000);
   // Each producer sends one batch per interval; together they make `rate`.

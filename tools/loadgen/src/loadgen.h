@@ -32,6 +32,9 @@ struct LoadgenOptions {
   double rate = 1000;      // events per second over all producers
   std::chrono::milliseconds duration{10000};
   int videos = 100;
+  // Video popularity: 0 uniform; s > 0 Zipf, video k drawn with weight 1/(k+1)^s (s = 1: the
+  // most popular video gets about 1/ln(videos) of the events).
+  double zipf = 0;
   int batch = 100;  // events per request
   int producers = 2;
   int duplicate_percent = 5;    // accepted batches re-sent once more (dedup must drop them)

@@ -1,7 +1,9 @@
-// CircuitBreaker: per shard, shared by every worker. After `failure_threshold` consecutive
-// unavailable/timeout failures the circuit opens and calls fail fast (503 with Retry-After) for
-// `open_ms`; then exactly one call is let through as a probe (half-open): its success closes the
-// circuit, its failure opens it again. Lock-free on the hot path; any thread.
+// CircuitBreaker: one per downstream (the cluster proxy keeps one per shard, the processor one
+// toward the cluster proxy), shared by every caller. After `failure_threshold` consecutive
+// unavailable/timeout failures the circuit opens and calls fail fast (the cluster proxy answers 503
+// with Retry-After, the processor's writers wait) for `open_ms`; then exactly one call is let
+// through as a probe (half-open): its success closes the circuit, its failure opens it again.
+// Lock-free on the hot path; any thread.
 #pragma once
 
 #include <atomic>
@@ -14,7 +16,7 @@
 
 #include "common/core/clock.h"
 
-namespace tally::cluster_proxy {
+namespace tally {
 
 struct CircuitOptions {
   int failure_threshold = 5;  // 0 turns breakers off
@@ -59,4 +61,4 @@ class CircuitBreakers {
   std::map<std::string, std::unique_ptr<CircuitBreaker>> breakers_;
 };
 
-}  // namespace tally::cluster_proxy
+}  // namespace tally

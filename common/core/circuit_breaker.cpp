@@ -1,6 +1,6 @@
-#include "cluster_proxy/src/circuit_breaker.h"
+#include "common/core/circuit_breaker.h"
 
-namespace tally::cluster_proxy {
+namespace tally {
 
 bool CircuitBreaker::allow() {
   if (options_.failure_threshold <= 0) return true;
@@ -62,4 +62,4 @@ std::vector<std::pair<std::string, CircuitBreaker*>> CircuitBreakers::all() {
   return out;
 }
 
-}  // namespace tally::cluster_proxy
+}  // namespace tally
