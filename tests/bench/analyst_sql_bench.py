@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the import below
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_proxy_bench import (SetupError, find_tool, http, percentile,  # noqa: E402
                                  pick_base_port, run_cmd)
