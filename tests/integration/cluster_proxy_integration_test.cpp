@@ -263,7 +263,9 @@ TEST_F(ClusterProxyTest, ApplyWithShardsGoesOnlyToTheNamedShards) {
   // The other shard was not asked: no rows, no mark.
   auto marks = http(rest_port(), "GET", "/v1/counters:marks?processor_id=retry", "", token());
   ASSERT_EQ(marks.status, 200) << marks.body;
-  for (const auto& s : marks.j()["shards"]) {
+  // Named, not a range over marks.j()["shards"]: that would iterate a destroyed temporary.
+  const json marks_json = marks.j();
+  for (const auto& s : marks_json["shards"]) {
     if (s["shard"] == manifest_.shards[0]) {
       EXPECT_FALSE(s["marks"].contains("0")) << marks.body;
     } else {
@@ -281,7 +283,8 @@ TEST_F(ClusterProxyTest, ApplyWithShardsGoesOnlyToTheNamedShards) {
   r = apply(body);
   ASSERT_EQ(r.status, 200) << r.body;
   ASSERT_EQ(r.j()["shards"].size(), 2u) << r.body;
-  for (const auto& s : r.j()["shards"]) {
+  const json answer = r.j();
+  for (const auto& s : answer["shards"]) {
     EXPECT_EQ(s["outcome"], s["shard"] == manifest_.shards[0] ? "applied" : "already_applied")
         << r.body;
   }
