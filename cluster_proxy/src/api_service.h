@@ -13,12 +13,12 @@
 #include <vector>
 
 #include "cluster_proxy/src/api_request.h"
-#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/sql_http_service.h"
 #include "cluster_proxy/src/topology_cache.h"
 #include "common/cache/result_cache.h"
+#include "common/core/circuit_breaker.h"
 #include "common/http/admin_endpoints.h"
 #include "common/http/http_server.h"
 

@@ -10,10 +10,10 @@
 
 #include "cluster_proxy/src/analyst_server.h"
 #include "cluster_proxy/src/api_service.h"
-#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/topology_cache.h"
+#include "common/core/circuit_breaker.h"
 #include "common/core/clock.h"
 #include "common/http/http_server.h"
 #include "common/metrics/metrics_registry.h"

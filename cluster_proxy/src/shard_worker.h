@@ -20,8 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/shard_call.h"
+#include "common/core/circuit_breaker.h"
 #include "common/pgclient/backend_pool.h"
 
 namespace tally {

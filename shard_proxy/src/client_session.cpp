@@ -5,9 +5,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include "common/cache/result_cache.h"
 #include "common/pgwire/md5_auth.h"
 #include "shard_proxy/src/proxy_metrics.h"
-#include "common/cache/result_cache.h"
 
 namespace tally::shard_proxy {
 

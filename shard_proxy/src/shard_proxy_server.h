@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cache/result_cache.h"
 #include "common/core/result.h"
 #include "common/http/admin_endpoints.h"
 #include "common/http/http_server.h"
@@ -19,7 +20,6 @@
 #include "common/zk/zk_client.h"
 #include "shard_proxy/src/node_monitor.h"
 #include "shard_proxy/src/proxy_metrics.h"
-#include "common/cache/result_cache.h"
 #include "shard_proxy/src/shard_proxy_config.h"
 #include "shard_proxy/src/shard_state.h"
 #include "shard_proxy/src/worker.h"

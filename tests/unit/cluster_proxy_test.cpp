@@ -8,9 +8,9 @@
 #include <set>
 
 #include "cluster_proxy/src/api_request.h"
-#include "common/core/circuit_breaker.h"
 #include "cluster_proxy/src/shard_statements.h"
 #include "cluster_proxy/src/time_range.h"
+#include "common/core/circuit_breaker.h"
 #include "common/core/clock.h"
 
 namespace tally::cluster_proxy {
