@@ -7,6 +7,20 @@
 namespace tally::cluster_proxy {
 namespace {
 
+// A result's column descriptions, as the merge and the wire encoder need them.
+std::vector<sql::ResultColumn> columns_of(const PGresult* r) {
+  std::vector<sql::ResultColumn> columns;
+  for (int f = 0; f < PQnfields(r); ++f) {
+    sql::ResultColumn c;
+    c.name = PQfname(r, f);
+    c.type_oid = PQftype(r, f);
+    c.type_size = static_cast<int16_t>(PQfsize(r, f));
+    c.type_modifier = PQfmod(r, f);
+    columns.push_back(std::move(c));
+  }
+  return columns;
+}
+
 SqlError from_result(const PGresult* r, const std::string& shard) {
   SqlError e;
   const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -135,15 +149,7 @@ bool AnalystExecutor::run(const std::vector<ShardTarget>& targets, const std::st
           auto& a = answers[i];
           a.command_tag = PQcmdStatus(r);
           const int nf = PQnfields(r);
-          a.result.columns.clear();
-          for (int f = 0; f < nf; ++f) {
-            sql::ResultColumn c;
-            c.name = PQfname(r, f);
-            c.type_oid = PQftype(r, f);
-            c.type_size = static_cast<int16_t>(PQfsize(r, f));
-            c.type_modifier = PQfmod(r, f);
-            a.result.columns.push_back(std::move(c));
-          }
+          a.result.columns = columns_of(r);
           const int nr = PQntuples(r);
           a.result.rows.reserve(nr);
           for (int row = 0; row < nr; ++row) {
@@ -253,17 +259,8 @@ bool AnalystExecutor::describe(const ShardTarget& target, const std::string& sql
   const PGresult* r = results.front().get();
   out.parameter_types.clear();
   for (int i = 0; i < PQnparams(r); ++i) out.parameter_types.push_back(PQparamtype(r, i));
-  out.columns.clear();
-  const int nf = PQnfields(r);
-  for (int f = 0; f < nf; ++f) {
-    sql::ResultColumn c;
-    c.name = PQfname(r, f);
-    c.type_oid = PQftype(r, f);
-    c.type_size = static_cast<int16_t>(PQfsize(r, f));
-    c.type_modifier = PQfmod(r, f);
-    out.columns.push_back(std::move(c));
-  }
-  out.returns_rows = nf > 0;
+  out.columns = columns_of(r);
+  out.returns_rows = !out.columns.empty();
   return true;
 }
 
