@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -291,11 +292,14 @@ void ApiService::get_stats(HttpRequest&& request, Responder respond) {
   // must see its write, so it neither reads nor fills the cache (nor shares another read's answer:
   // that one may predate the write). The shard proxies' cache is then not asked as well, so an
   // answer is never more than stats_ttl_ms old.
+  // The key carries the video's write epoch, taken before the shard is asked: once a counters
+  // batch for the video is applied, earlier answers are never looked up again.
   const bool cacheable = stats_cache_ != nullptr && config_.stats_cache_ttl_ms > 0 && !min_lsn &&
                          !parsed->token.has_value();
   std::string cache_key;
   if (cacheable) {
-    cache_key = stats_cache_key(shard.name, parsed->request);
+    cache_key = stats_cache_key(shard.name, parsed->request) + '#' +
+                std::to_string(stats_epochs_.of(ksid_for(parsed->request.video_id)));
     if (auto hit = stats_cache_->lookup(cache_key)) {
       stats_cache_hits_->inc();
       return respond(HttpResponse::json(200, *hit));
@@ -508,9 +512,12 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   }
   std::vector<ShardCall> calls;
   std::vector<std::vector<size_t>> rows_by_call;
+  std::vector<std::vector<KeyspaceId>> ksids_by_call;
   for (size_t s = 0; s < r->shards.size(); ++s) {
     if (!wanted[s]) continue;
     rows_by_call.push_back(rows_by_shard[s]);
+    ksids_by_call.emplace_back();
+    for (size_t i : rows_by_shard[s]) ksids_by_call.back().push_back(parsed->rows[i].ksid);
     // Re-sending is safe by contract 4, so the call is retried like a read.
     ShardCall call = make_call(r->shards[s], true, /*write=*/true);
     call.exchanges.push_back(
@@ -530,12 +537,17 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   state->pending = calls.size();
   state->respond = std::move(respond);
   ShardWorker& w = next_worker();
-  w.post([this, &w, state, calls = std::move(calls), rows_by_call]() mutable {
+  w.post([this, &w, state, calls = std::move(calls), rows_by_call,
+          ksids_by_call = std::move(ksids_by_call)]() mutable {
     for (size_t s = 0; s < calls.size(); ++s) {
       std::string shard_name = calls[s].shard;
       size_t nrows = rows_by_call[s].size();
       w.call(std::move(calls[s]),
-             [this, state, s, shard_name, nrows](Result<ShardCallResults> result) {
+             [this, state, s, shard_name, nrows,
+              ksids = std::move(ksids_by_call[s])](Result<ShardCallResults> result) {
+               // Whatever the outcome (a timed-out apply may still have committed), cached
+               // answers for these videos are no longer trusted.
+               for (KeyspaceId k : ksids) stats_epochs_.bump(k);
                json j = {{"shard", shard_name}, {"rows", nrows}};
                if (!result.ok()) {
                  j["outcome"] = "failed";
@@ -675,10 +687,13 @@ void ApiService::put_channel(HttpRequest&& request, Responder respond) {
   state->channel = *parsed;
   state->pending = r->shards.size();
   state->respond = std::move(respond);
+  const int64_t written_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
   std::vector<ShardCall> calls;
   for (const auto& shard : r->shards) {
     ShardCall call = make_call(shard, true, /*write=*/true);
-    call.exchanges.push_back({{channel_upsert_statement(*parsed)}});
+    call.exchanges.push_back({{channel_upsert_statement(*parsed, written_at_ms)}});
     calls.push_back(std::move(call));
   }
   ShardWorker& w = next_worker();

@@ -16,6 +16,7 @@
 #include "cluster_proxy/src/cluster_proxy_config.h"
 #include "cluster_proxy/src/shard_worker.h"
 #include "cluster_proxy/src/sql_http_service.h"
+#include "cluster_proxy/src/stats_epochs.h"
 #include "cluster_proxy/src/topology_cache.h"
 #include "common/cache/result_cache.h"
 #include "common/core/circuit_breaker.h"
@@ -71,6 +72,7 @@ class ApiService {
   std::atomic<uint64_t> next_worker_{0};
   std::atomic<const Routing*> gauges_for_{nullptr};
   ResultCache* stats_cache_;
+  StatsEpochs stats_epochs_;
   Counter* stats_cache_hits_ = nullptr;
   Counter* stats_cache_misses_ = nullptr;
   Counter* auth_missing_ = nullptr;

@@ -111,13 +111,16 @@ ShardStatement video_upsert_statement(const VideoPut& video) {
   return st;
 }
 
-ShardStatement channel_upsert_statement(const ChannelPut& channel) {
+ShardStatement channel_upsert_statement(const ChannelPut& channel, int64_t written_at_ms) {
   ShardStatement st;
   st.text =
-      "INSERT INTO channels (channel_id, name) VALUES ($1::text, $2::text) ON CONFLICT "
-      "(channel_id) DO UPDATE SET name = excluded.name, updated_at = now()";
+      "INSERT INTO channels (channel_id, name, created_at, updated_at) SELECT $1::text, $2::text, "
+      "w, w FROM (SELECT timestamptz 'epoch' + $3::bigint * interval '1 millisecond' AS w) AS t "
+      "ON CONFLICT (channel_id) DO UPDATE SET name = excluded.name, updated_at = "
+      "excluded.updated_at";
   st.params.emplace_back(channel.channel_id);
   st.params.emplace_back(channel.name);
+  st.params.emplace_back(std::to_string(written_at_ms));
   return st;
 }
 

@@ -33,6 +33,9 @@ ShardStatement current_lsn_statement();
 ShardStatement marks_statement(const std::string& processor_id);
 
 ShardStatement video_upsert_statement(const VideoPut& video);
-ShardStatement channel_upsert_statement(const ChannelPut& channel);
+// A reference-table row is the same on every shard: created_at (on first insert) and updated_at
+// come from `written_at_ms` (the proxy's clock, epoch ms), not from each shard's now(), so any one
+// shard answers a report on channels exactly as any other would.
+ShardStatement channel_upsert_statement(const ChannelPut& channel, int64_t written_at_ms);
 
 }  // namespace tally::cluster_proxy
