@@ -44,23 +44,9 @@ uint64_t parse_lsn(const char* text) {
 
 PgNodeClient::PgNodeClient(std::string address, const PgAccess& access)
     : address_(std::move(address)) {
-  ping_info_ = pg_conninfo(address_, access);
   // The checks must never hang on a wedged node for longer than a round or two.
-  conninfo_ = ping_info_ +
+  conninfo_ = pg_conninfo(address_, access) +
               " options='-c statement_timeout=" + std::to_string(access.statement_timeout_ms) + "'";
-}
-
-Status PgNodeClient::ping() {
-  switch (PQping(ping_info_.c_str())) {
-    case PQPING_OK:
-      return ok_status();
-    case PQPING_REJECT:
-      return make_error(ErrorCode::kUnavailable, "rejects connections (starting up or down)");
-    case PQPING_NO_RESPONSE:
-      return make_error(ErrorCode::kUnavailable, "no answer (connection refused or timed out)");
-    default:
-      return make_error(ErrorCode::kInvalidArgument, "bad connection parameters");
-  }
 }
 
 Result<PGconn*> PgNodeClient::connection() {

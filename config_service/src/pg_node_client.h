@@ -1,8 +1,8 @@
 // PgNodeClient: one blocking libpq connection from a supervisor thread to one PostgreSQL node, as
-// the cluster's admin superuser. probe() checks the postmaster with PQping first (backends of a
-// kill -9'd postmaster keep answering on existing connections for a second or more, so a cached
-// connection alone is no proof of life), then queries on the cached connection, reconnecting once
-// when it broke. Only ever used by the thread that owns it; never on an io thread.
+// the cluster's admin superuser: queries on a cached connection, reconnecting once when it broke.
+// A cached connection alone is no proof of life (an orphan backend of a kill -9'd postmaster can
+// still answer); the supervisor's probe queries carry their own check for that. Only ever used by
+// the thread that owns it; never on an io thread.
 #pragma once
 
 #include <libpq-fe.h>
@@ -37,8 +37,6 @@ class PgNodeClient {
   PgNodeClient(std::string address, const PgAccess& access);
 
   const std::string& address() const { return address_; }
-  // PQping: the postmaster accepts connections right now.
-  Status ping();
   // The rows of `sql` (one statement) on the cached connection, connecting first when needed.
   // A broken connection is dropped, so the next call reconnects.
   Result<std::vector<Row>> query(const std::string& sql);
@@ -51,7 +49,6 @@ class PgNodeClient {
 
   std::string address_;
   std::string conninfo_;
-  std::string ping_info_;
   std::unique_ptr<PGconn, decltype(&PQfinish)> conn_{nullptr, &PQfinish};
 };
 
