@@ -98,7 +98,7 @@ def port_free(port: int) -> bool:
 
 
 def pick_base_port(requested: Optional[int]) -> int:
-    candidates = [requested] if requested else random.sample(range(20000, 32000 - PORT_BLOCK, PORT_BLOCK), 60)  # below the ephemeral range
+    candidates = [requested] if requested else random.sample(range(20000, 32000 - PORT_BLOCK, PORT_BLOCK), 55)  # all 55 blocks below the ephemeral range, shuffled
     for base in candidates:
         if all(port_free(p) for p in range(base, base + PORT_BLOCK)):
             return base
