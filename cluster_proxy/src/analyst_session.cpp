@@ -137,6 +137,10 @@ bool AnalystSession::startup() {
   pgwire::append_parameter_status(out, "server_encoding", "UTF8");
   pgwire::append_parameter_status(out, "client_encoding", "UTF8");
   pgwire::append_parameter_status(out, "DateStyle", "ISO, MDY");
+  // The shards' zone (tallyctl and docker compose set timezone = 'UTC'); a client's own TimeZone
+  // startup parameter cannot be carried to them, so it is told the zone its answers are in.
+  pgwire::append_parameter_status(out, "TimeZone", "UTC");
+  pgwire::append_parameter_status(out, "IntervalStyle", "postgres");
   pgwire::append_parameter_status(out, "integer_datetimes", "on");
   pgwire::append_parameter_status(out, "standard_conforming_strings", "on");
   pgwire::append_parameter_status(out, "default_transaction_read_only", "on");

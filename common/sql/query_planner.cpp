@@ -45,6 +45,82 @@ QueryPlan unsupported(std::string construct, std::string hint) {
                 std::move(hint));
 }
 
+// SET is accepted and ignored (drivers and BI tools send SETs when they connect; the shards'
+// pooled connections cannot carry a session's settings), except for the settings that would change
+// what a query returns. Those are refused rather than silently ignored, unless the value is what
+// every shard already uses: TimeZone UTC (tallyctl and docker compose configure it),
+// DateStyle ISO with MDY order, IntervalStyle postgres, and extra_float_digits >= 1 (shortest exact
+// float output since PostgreSQL 12).
+std::optional<QueryPlan> refuse_result_changing_set(const json& body) {
+  const std::string kind = body.value("kind", "");
+  if (kind != "VAR_SET_VALUE") return std::nullopt;  // RESET, SET ... TO DEFAULT, SET LOCAL ...
+  const std::string name = body.value("name", "");
+  std::vector<std::string> texts;
+  std::optional<long long> number;
+  if (body.contains("args")) {
+    for (const auto& arg : body["args"]) {
+      if (!arg.contains("A_Const"))
+        return refuse(kFeatureNotSupported, "SET " + name + " to an expression is not supported");
+      const json& c = arg["A_Const"];
+      if (c.contains("sval")) {
+        texts.push_back(c["sval"].value("sval", ""));
+      } else if (c.contains("ival")) {
+        number = c["ival"].value("ival", 0LL);
+        texts.push_back(std::to_string(*number));
+      } else if (c.contains("fval")) {
+        texts.push_back(c["fval"].value("fval", ""));
+      }
+    }
+  }
+  std::string value;
+  for (const auto& t : texts) value += (value.empty() ? "" : ", ") + t;
+  std::string lower;
+  for (char ch : value) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  auto refused = [&](const std::string& what, const std::string& hint) {
+    return refuse(kFeatureNotSupported,
+                  "SET " + name + " TO '" + value + "' is not supported: " + what, hint);
+  };
+  if (name == "timezone") {
+    static const char* const kUtc[] = {"utc",  "etc/utc", "gmt",       "etc/gmt",       "z",
+                                       "zulu", "uct",     "universal", "etc/universal", "0",
+                                       "+00",  "+00:00"};
+    for (const char* u : kUtc) {
+      if (lower == u) return std::nullopt;
+    }
+    return refused("every shard answers in UTC, and a session time zone cannot be carried to them",
+                   "convert in the query instead, e.g. ts AT TIME ZONE '" + value + "'");
+  }
+  if (name == "datestyle") {
+    bool other = false;
+    for (const auto& t : texts) {
+      std::string part;
+      for (char ch : t) {
+        if (ch == ',' || ch == ' ') {
+          other = other || !(part.empty() || part == "iso" || part == "mdy" || part == "us");
+          part.clear();
+        } else {
+          part += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        }
+      }
+      other = other || !(part.empty() || part == "iso" || part == "mdy" || part == "us");
+    }
+    if (!other) return std::nullopt;
+    return refused("every shard uses DateStyle 'ISO, MDY'",
+                   "format dates in the query instead, e.g. to_char(ts, 'DD.MM.YYYY')");
+  }
+  if (name == "intervalstyle") {
+    if (lower == "postgres") return std::nullopt;
+    return refused("every shard uses IntervalStyle postgres",
+                   "format intervals in the query instead");
+  }
+  if (name == "extra_float_digits") {
+    if (number && *number >= 1) return std::nullopt;
+    return refused("every shard prints floats with extra_float_digits 1 (shortest exact)",
+                   "round in the query instead, e.g. round(x::numeric, 6)");
+  }
+  return std::nullopt;
+}
+
 std::vector<Token> scan(const std::string& sql) {
   std::vector<Token> out;
   PgQueryScanResult r = pg_query_scan(sql.c_str());
@@ -993,6 +1069,7 @@ QueryPlan plan_query(std::string_view sql_in, const ShardMap& map,
     return p;
   }
   if (node == "VariableSetStmt") {
+    if (auto refused = refuse_result_changing_set(body)) return std::move(*refused);
     QueryPlan p;
     p.kind = QueryPlan::Kind::kNoop;
     p.command_tag = body.value("kind", "") == "VAR_RESET" ? "RESET" : "SET";

@@ -81,6 +81,8 @@ Status PostgresNode::write_settings() const {
       << "max_connections = " << options_.max_connections << "\n"
       << "shared_buffers = '" << options_.shared_buffers << "'\n"
       << "password_encryption = 'scram-sha-256'\n"
+      << "# Every node in UTC: the analyst endpoint answers in the shards' zone and says so.\n"
+      << "timezone = 'UTC'\n"
       << "wal_level = replica\n"
       << "max_wal_senders = 10\n"
       << "max_replication_slots = 10\n"

@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -154,6 +156,7 @@ class AnalystSqlTest : public ::testing::Test {
     cluster_dir_ = std::make_unique<testing::TempDir>("tally-analyst");
     single_dir_ = std::make_unique<testing::TempDir>("tally-analyst-single");
     int base = testing::find_free_port_block(400);
+    base_port_ = base;
     cluster_ = up(*cluster_dir_, 2, base);
     single_ = up(*single_dir_, 1, base + 200);
     ASSERT_TRUE(cluster_.endpoints.count("analyst_pg") && cluster_.endpoints["analyst_pg"]);
@@ -430,6 +433,7 @@ class AnalystSqlTest : public ::testing::Test {
   static ClusterManifest cluster_;
   static ClusterManifest single_;
   static DataSet data_;
+  static int base_port_;
 };
 
 std::unique_ptr<testing::TempDir> AnalystSqlTest::cluster_dir_;
@@ -437,6 +441,7 @@ std::unique_ptr<testing::TempDir> AnalystSqlTest::single_dir_;
 ClusterManifest AnalystSqlTest::cluster_;
 ClusterManifest AnalystSqlTest::single_;
 AnalystSqlTest::DataSet AnalystSqlTest::data_;
+int AnalystSqlTest::base_port_ = 0;
 
 bool values_equal(Oid type, const std::string& a, const std::string& b) {
   if (a == b) return true;
@@ -829,6 +834,15 @@ TEST_F(AnalystSqlTest, RefusalsAndReadOnly) {
   }
   // The session still works after errors.
   EXPECT_EQ(ask(proxy.get(), "SELECT count(*) FROM channels").rows.at(0).at(0), "12");
+  // The session's time zone is the shards': announced at start-up, shown, and a SET that would
+  // change it refused rather than ignored (a date_trunc('day', ...) would group by UTC days).
+  ASSERT_NE(PQparameterStatus(proxy.get(), "TimeZone"), nullptr);
+  EXPECT_STREQ(PQparameterStatus(proxy.get(), "TimeZone"), "UTC");
+  EXPECT_EQ(ask(proxy.get(), "SHOW TimeZone").rows.at(0).at(0), "UTC");
+  Answer tz = ask(proxy.get(), "SET TimeZone = 'Europe/Berlin'");
+  EXPECT_EQ(tz.sqlstate, "0A000") << tz.message;
+  EXPECT_NE(tz.message.find("AT TIME ZONE"), std::string::npos) << tz.message;
+  EXPECT_EQ(exec(proxy.get(), "SET TIME ZONE 'UTC'"), "");
   // The analyst role itself cannot write: straight to a shard proxy as that role.
   const auto* sp = cluster_.with_role("shard_proxy")[0];
   auto direct = connect("host=127.0.0.1 port=" + std::to_string(sp->ports.at("pg")) +
@@ -859,6 +873,80 @@ TEST_F(AnalystSqlTest, Psql) {
   auto w = run({"psql", proxy_conninfo(), "-X", "-c", "DELETE FROM videos"});
   EXPECT_NE(w.exit_code, 0);
   EXPECT_NE(w.output.find("read-only"), std::string::npos) << w.output;
+}
+
+// The limits of the analyst section, on a second cluster proxy started from a copy of the
+// cluster's config with a small statement timeout and merge row limit: each ends the statement
+// with its SQLSTATE and a message saying what to do, and the session goes on.
+TEST_F(AnalystSqlTest, StatementTimeoutAndRowLimitEndTheStatementClearly) {
+  const auto* cp = cluster_.with_role("cluster_proxy")[0];
+  std::string config = read_file_from(cp->config, 0);
+  const int http_port = base_port_ + 180, pg_port = base_port_ + 181;
+  auto replace = [&](const std::string& from, const std::string& to) {
+    auto at = config.find(from);
+    ASSERT_NE(at, std::string::npos) << from << " not in\n" << config;
+    config.replace(at, from.size(), to);
+  };
+  ASSERT_NO_FATAL_FAILURE(replace("http_port: " + std::to_string(cp->ports.at("http")),
+                                  "http_port: " + std::to_string(http_port)));
+  ASSERT_NO_FATAL_FAILURE(replace("analyst: {pg_port: " + std::to_string(cp->ports.at("pg")),
+                                  "analyst: {statement_timeout_ms: 300, max_result_rows: 100, "
+                                  "pg_port: " +
+                                      std::to_string(pg_port)));
+  const auto file = cluster_dir_->path() / "limited-cluster-proxy.yaml";
+  {
+    std::ofstream out(file);
+    out << config;
+  }
+  SpawnOptions spawn;
+  spawn.argv = {project_binary("cluster_proxy"), "--config", file.string()};
+  spawn.log_file = cluster_dir_->path() / "limited-cluster-proxy.log";
+  auto pid = spawn_daemon(spawn);
+  ASSERT_TRUE(pid.ok()) << pid.error().message;
+  struct Stop {
+    pid_t pid;
+    std::string needle;
+    ~Stop() { (void)stop_process(pid, needle, SIGTERM, std::chrono::seconds(5)); }
+  } stop{*pid, file.string()};
+  const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(pg_port) +
+                               " dbname=tally user=" + cluster_.users.at("analyst").name +
+                               " password=" + cluster_.users.at("analyst").password;
+  Conn c(nullptr, &PQfinish);
+  for (int i = 0; i < 100; ++i) {
+    c = connect(conninfo);
+    if (PQstatus(c.get()) == CONNECTION_OK) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK)
+      << PQerrorMessage(c.get()) << tail_file(spawn.log_file);
+
+  // More rows than the merge may hold: 54000, naming the limit and the way out.
+  Answer rows = ask(c.get(), "SELECT video_id, bucket_start, count FROM video_stats_hour");
+  EXPECT_EQ(rows.sqlstate, "54000") << rows.message;
+  EXPECT_NE(rows.message.find("limit of 100"), std::string::npos) << rows.message;
+  EXPECT_NE(rows.message.find("LIMIT"), std::string::npos) << rows.message;
+  // Under the limit, the same table answers. The limit counts the rows the shards return, and
+  // each returns up to LIMIT + OFFSET of them, so 2 x 40 fit where 2 x 100 would not.
+  Answer few = ask(c.get(),
+                   "SELECT video_id, count FROM video_stats_hour ORDER BY count DESC, video_id, "
+                   "bucket_start LIMIT 40");
+  EXPECT_EQ(few.sqlstate, "") << few.message;
+  EXPECT_EQ(few.rows.size(), 40u);
+
+  // A shard-local self-join on video_id over the minute rows (about 60 million pairs) runs longer
+  // than 300 ms: 57014.
+  const auto t0 = std::chrono::steady_clock::now();
+  Answer slow = ask(c.get(),
+                    "SELECT count(*) FROM video_stats_minute a JOIN video_stats_minute b USING "
+                    "(video_id)");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(slow.sqlstate, "57014") << slow.message;
+  EXPECT_NE(slow.message.find("statement timeout"), std::string::npos) << slow.message;
+  EXPECT_LT(took, std::chrono::seconds(10));
+  // The session is usable afterwards.
+  Answer after = ask(c.get(), "SELECT count(*) FROM videos");
+  ASSERT_EQ(after.sqlstate, "") << after.message;
+  EXPECT_EQ(after.rows.at(0).at(0), "80");
 }
 
 std::string jdbc_url(int port, const ManifestUser& user) {

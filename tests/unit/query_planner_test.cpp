@@ -111,6 +111,30 @@ TEST(QueryPlannerTest, SyntaxErrorsAndSessionStatements) {
   auto p = plan("SELEC 1");
   EXPECT_EQ(p.error.sqlstate, "42601");
   EXPECT_EQ(plan("SET extra_float_digits = 3").command_tag, "SET");
+  // Settings that would change answers are refused unless they are what the shards use.
+  for (const char* ok : {"SET TIME ZONE 'UTC'", "SET TimeZone = 'Etc/UTC'", "SET timezone TO 0",
+                         "SET DateStyle TO 'ISO'", "SET datestyle = 'ISO, MDY'",
+                         "SET IntervalStyle = postgres", "SET application_name = 'bi'",
+                         "RESET TimeZone", "SET TIME ZONE LOCAL", "SET search_path = public"}) {
+    auto set = plan(ok);
+    EXPECT_EQ(set.kind, QueryPlan::Kind::kNoop) << ok << ": " << set.error.message;
+  }
+  struct Refused {
+    const char* sql;
+    const char* word;
+  } refused[] = {{"SET TimeZone = 'Europe/Berlin'", "UTC"},
+                 {"SET LOCAL TIME ZONE 'America/New_York'", "UTC"},
+                 {"SET timezone TO 3", "UTC"},
+                 {"SET DateStyle = 'ISO, DMY'", "MDY"},
+                 {"SET datestyle TO German", "MDY"},
+                 {"SET IntervalStyle = iso_8601", "postgres"},
+                 {"SET extra_float_digits = 0", "extra_float_digits"}};
+  for (const auto& r : refused) {
+    auto set = plan(r.sql);
+    EXPECT_EQ(set.error.sqlstate, "0A000") << r.sql;
+    EXPECT_NE(set.error.message.find(r.word), std::string::npos) << set.error.message;
+    EXPECT_FALSE(set.error.hint.empty()) << r.sql;
+  }
   EXPECT_EQ(plan("BEGIN").command_tag, "BEGIN");
   EXPECT_EQ(plan("").kind, QueryPlan::Kind::kEmpty);
   EXPECT_EQ(plan("SELECT 1; SELECT 2").error.sqlstate, "0A000");
