@@ -45,6 +45,9 @@ class DedupCache {
   // otherwise remembers it (first seen at `position`, at `now_ms`) and returns false. Positions
   // order events in the log: (record offset << 20) | index of the event in its record.
   bool check(const DedupKey& key, int64_t position, int64_t now_ms);
+  // A hint that check(key) comes soon: starts loading the key's home slot. The table is far larger
+  // than the caches, so a record's keys are prefetched together and their misses overlap.
+  void prefetch(const DedupKey& key) const { __builtin_prefetch(&slots_[home(key)]); }
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   size_t capacity() const { return capacity_; }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <set>
+#include <vector>
 
 #include "common/metrics/metrics_registry.h"
 #include "processor/src/event_batch.h"
@@ -116,6 +117,8 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
 
   LogReader reader(log_, static_cast<uint64_t>(start));
   Aggregator agg;
+  std::vector<EventView> events;  // one record's, reused
+  std::vector<DedupKey> keys;
   uint64_t batch_events = 0;
   auto last_flush = Clock::now();
   auto last_snapshot = Clock::now();
@@ -161,21 +164,29 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
     }
     const bool counts = offset > min_mark;
     uint64_t dups = 0;
+    // The record's events and dedup keys first, each key's table slot prefetched, then the checks
+    // in log order: the misses into the large dedup table overlap instead of queueing.
+    events.clear();
+    keys.clear();
     EventView e;
-    int64_t index = 0;
     while (batch->next(e)) {
-      // The event's position in the log: its record's offset and its index in the record.
-      int64_t position = (offset << kIndexBits) | index++;
-      if (!e.event_id.empty() &&
-          dedup_.check(dedup_key(e.video_id, e.event_id), position, batch->append_ms())) {
-        ++dups;
-        continue;
-      }
-      if (counts) agg.add(e.video_id, e.type, e.ts_ms, e.value);
+      events.push_back(e);
+      keys.push_back(e.event_id.empty() ? DedupKey{} : dedup_key(e.video_id, e.event_id));
+      if (!e.event_id.empty()) dedup_.prefetch(keys.back());
     }
     if (batch->failed()) {
       fail("offset " + std::to_string(offset) + ": event batch runs past its record");
       return;
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      const EventView& ev = events[i];
+      // The event's position in the log: its record's offset and its index in the record.
+      const int64_t position = (offset << kIndexBits) | static_cast<int64_t>(i);
+      if (!ev.event_id.empty() && dedup_.check(keys[i], position, batch->append_ms())) {
+        ++dups;
+        continue;
+      }
+      if (counts) agg.add(ev.video_id, ev.type, ev.ts_ms, ev.value);
     }
     consumed_.store(offset);
     if (counts) {
