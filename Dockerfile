@@ -30,7 +30,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-      libpq5 libpqxx-6.4 libzookeeper-mt2 libyaml-cpp0.7 libxxhash0 libssl3 ca-certificates curl \
+      libpq5 libpqxx-6.4 libzookeeper-mt2 libyaml-cpp0.7 libxxhash0 libsimdjson14 libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/tally --shell /usr/sbin/nologin tally \
  && mkdir -p /var/lib/tally/processor /etc/tally \

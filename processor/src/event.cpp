@@ -1,8 +1,9 @@
 #include "processor/src/event.h"
 
+#include <simdjson.h>
+
 #include <array>
 #include <cctype>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/core/quote.h"
@@ -12,63 +13,35 @@ namespace tally::processor {
 
 namespace {
 
-using json = nlohmann::json;
+using Element = simdjson::dom::element;
+using ElementType = simdjson::dom::element_type;
 
 constexpr std::array<std::string_view, kEventTypeCount> kTypeNames = {"view", "like", "dislike",
                                                                       "share", "watch_time"};
 
-// A DOM parser that records the parse error's message instead of throwing, so a malformed body
-// or line becomes a Result / rejection without an exception on the request path.
-class DomParser : public nlohmann::detail::json_sax_dom_parser<json> {
- public:
-  explicit DomParser(json& target) : json_sax_dom_parser(target, false) {}
-  template <class Exception>
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
-                   const Exception& ex) {
-    error_ = ex.what();
-    // "[json.exception.parse_error.101] parse error at ..." reads better without the tag.
-    if (auto p = error_.find("] "); p != std::string::npos) error_.erase(0, p + 2);
-    return false;
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  std::string error_;
-};
-
-bool parse_json(std::string_view text, json& out, std::string& error) {
-  DomParser parser(out);
-  bool ok = json::sax_parse(text.begin(), text.end(), &parser,
-                            nlohmann::detail::input_format_t::json, true);
-  if (!ok || !parser.error().empty()) {
-    error = parser.error().empty() ? "not valid JSON" : parser.error();
-    return false;
-  }
-  return true;
-}
-
 // A JSON value for an error message: strings quoted safely, everything else as compact JSON,
 // both cut at 80 bytes.
-std::string show(const json& v) {
-  if (v.is_string()) return quote_for_message(v.get_ref<const std::string&>());
-  std::string s = v.dump(-1, ' ', true, json::error_handler_t::replace);
+std::string show(const Element& v) {
+  std::string_view text;
+  if (v.get_string().get(text) == simdjson::SUCCESS) return quote_for_message(text);
+  std::string s = simdjson::minify(v);
   if (s.size() > 80) s = s.substr(0, 80) + "...";
   return s;
 }
 
-std::string_view type_of(const json& v) {
+std::string_view type_of(const Element& v) {
   switch (v.type()) {
-    case json::value_t::null:
+    case ElementType::NULL_VALUE:
       return "null";
-    case json::value_t::object:
+    case ElementType::OBJECT:
       return "an object";
-    case json::value_t::array:
+    case ElementType::ARRAY:
       return "an array";
-    case json::value_t::string:
+    case ElementType::STRING:
       return "a string";
-    case json::value_t::boolean:
+    case ElementType::BOOL:
       return "a boolean";
-    case json::value_t::number_float:
+    case ElementType::DOUBLE:
       return "a fractional number";
     default:
       return "a number";
@@ -78,32 +51,40 @@ std::string_view type_of(const json& v) {
 std::string format_utc(int64_t ms);
 
 // Validates one event object; on success fills `e`, otherwise returns the reason.
-std::optional<std::string> validate(const json& v, int64_t now_ms, const EventLimits& limits,
+std::optional<std::string> validate(const Element& v, int64_t now_ms, const EventLimits& limits,
                                     Event& e) {
-  if (!v.is_object()) return "expected an event object, got " + std::string(type_of(v));
+  simdjson::dom::object object;
+  if (v.get_object().get(object) != simdjson::SUCCESS) {
+    return "expected an event object, got " + std::string(type_of(v));
+  }
   bool have_video = false, have_type = false, have_ts = false;
-  for (const auto& [key, field] : v.items()) {
+  for (const simdjson::dom::key_value_pair field_pair : object) {
+    const std::string_view key = field_pair.key;
+    const Element& field = field_pair.value;
+    const ElementType kind = field.type();
+    std::string_view text;
+    if (kind == ElementType::STRING && field.get_string().get(text) != simdjson::SUCCESS) {
+      return "unreadable string in field " + quote_for_message(key);
+    }
     if (key == "event_id") {
-      if (field.is_null()) continue;
-      if (!field.is_string()) {
+      if (kind == ElementType::NULL_VALUE) continue;
+      if (kind != ElementType::STRING) {
         return "event_id: expected a string of 1-128 characters of [A-Za-z0-9._:-], got " +
                show(field);
       }
-      const auto& id = field.get_ref<const std::string&>();
-      if (auto st = validate_event_id(id); !st) return st.error().message;
-      e.event_id = id;
+      if (auto st = validate_event_id(text); !st) return st.error().message;
+      e.event_id = text;
     } else if (key == "video_id") {
-      if (!field.is_string()) {
+      if (kind != ElementType::STRING) {
         return "video_id: expected a string of 1-64 characters of [A-Za-z0-9_-], got " +
                show(field);
       }
-      const auto& id = field.get_ref<const std::string&>();
+      const std::string_view id = text;
       if (auto st = validate_video_id(id); !st) return st.error().message;
       e.video_id = id;
       have_video = true;
     } else if (key == "event_type") {
-      auto t =
-          field.is_string() ? parse_event_type(field.get_ref<const std::string&>()) : std::nullopt;
+      auto t = kind == ElementType::STRING ? parse_event_type(text) : std::nullopt;
       if (!t) {
         return "event_type: expected one of view, like, dislike, share, watch_time, got " +
                show(field);
@@ -111,15 +92,13 @@ std::optional<std::string> validate(const json& v, int64_t now_ms, const EventLi
       e.type = *t;
       have_type = true;
     } else if (key == "ts") {
+      // An integer simdjson types UINT64 is above INT64_MAX: out of any window.
       std::optional<int64_t> ts;
-      if (field.is_number_integer()) {
-        if (field.is_number_unsigned() && field.get<uint64_t>() > uint64_t{INT64_MAX}) {
-          ts = std::nullopt;
-        } else {
-          ts = field.get<int64_t>();
-        }
-      } else if (field.is_string()) {
-        ts = parse_rfc3339_ms(field.get_ref<const std::string&>());
+      if (kind == ElementType::INT64) {
+        int64_t n = 0;
+        if (field.get_int64().get(n) == simdjson::SUCCESS) ts = n;
+      } else if (kind == ElementType::STRING) {
+        ts = parse_rfc3339_ms(text);
       }
       if (!ts) {
         return "ts: expected epoch milliseconds as an integer or an RFC 3339 date-time like "
@@ -135,18 +114,17 @@ std::optional<std::string> validate(const json& v, int64_t now_ms, const EventLi
       e.ts_ms = *ts;
       have_ts = true;
     } else if (key == "value") {
-      if (field.is_null()) continue;
-      bool in_range = false;
-      if (field.is_number_unsigned()) {
-        in_range = field.get<uint64_t>() <= static_cast<uint64_t>(limits.max_value);
-      } else if (field.is_number_integer()) {
-        in_range = field.get<int64_t>() >= 0 && field.get<int64_t>() <= limits.max_value;
+      if (kind == ElementType::NULL_VALUE) continue;
+      // UINT64 is above INT64_MAX, so above any max_value too.
+      int64_t value = -1;
+      if (kind == ElementType::INT64 && field.get_int64().get(value) != simdjson::SUCCESS) {
+        value = -1;
       }
-      if (!in_range) {
+      if (value < 0 || value > limits.max_value) {
         return "value: expected an integer from 0 to " + std::to_string(limits.max_value) +
                " (watch_time in ms), got " + show(field);
       }
-      e.value = field.get<int64_t>();
+      e.value = value;
     } else {
       return "unknown field " + quote_for_message(key) +
              ": expected only event_id, video_id, event_type, ts, value";
@@ -160,7 +138,7 @@ std::optional<std::string> validate(const json& v, int64_t now_ms, const EventLi
   return std::nullopt;
 }
 
-void add_event(const json& v, size_t index, int64_t now_ms, const EventLimits& limits,
+void add_event(const Element& v, size_t index, int64_t now_ms, const EventLimits& limits,
                ParsedEvents& out) {
   Event e;
   if (auto reason = validate(v, now_ms, limits, e)) {
@@ -318,17 +296,28 @@ Result<ParsedEvents> parse_events(std::string_view body, int64_t now_ms,
                       "empty body: expected a JSON array of events or NDJSON (one event object "
                       "per line)");
   }
+  // simdjson's DOM parser: the whole body is validated (strict JSON, UTF-8) and laid out once,
+  // without an allocation per value; one parser per body (it owns the parsed document).
+  simdjson::dom::parser parser;
   if (body[first] == '[') {
-    json root;
-    std::string error;
-    if (!parse_json(body, root, error)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "body is not a valid JSON array of events: " + error);
+    Element root;
+    if (auto err = parser.parse(body.data(), body.size()).get(root)) {
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          std::string("body is not a valid JSON array of events: ") + simdjson::error_message(err));
     }
-    if (root.size() > limits.max_events) return too_many(limits);
-    out.total = root.size();
-    out.events.reserve(root.size());
-    for (size_t i = 0; i < root.size(); ++i) add_event(root[i], i, now_ms, limits, out);
+    simdjson::dom::array events;
+    if (root.get_array().get(events)) {
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          "body is not a valid JSON array of events: got " + std::string(type_of(root)));
+    }
+    const size_t n = events.size();
+    if (n > limits.max_events) return too_many(limits);
+    out.total = n;
+    out.events.reserve(n);
+    size_t i = 0;
+    for (const Element v : events) add_event(v, i++, now_ms, limits, out);
     return out;
   }
   size_t index = 0;
@@ -343,10 +332,10 @@ Result<ParsedEvents> parse_events(std::string_view body, int64_t now_ms,
     size_t b = line.find_last_not_of(" \t\r");
     line = line.substr(a, b - a + 1);
     if (index >= limits.max_events) return too_many(limits);
-    json v;
-    std::string error;
-    if (!parse_json(line, v, error)) {
-      out.rejected.push_back(Rejection{index, "not a valid JSON object: " + error});
+    Element v;
+    if (auto err = parser.parse(line.data(), line.size()).get(v)) {
+      out.rejected.push_back(Rejection{
+          index, std::string("not a valid JSON object: ") + simdjson::error_message(err)});
     } else {
       add_event(v, index, now_ms, limits, out);
     }
