@@ -1,5 +1,9 @@
 #include "config_service/src/pg_node_client.h"
 
+#include <poll.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
 
 namespace tally::config_service {
@@ -47,6 +51,8 @@ PgNodeClient::PgNodeClient(std::string address, const PgAccess& access)
   // The checks must never hang on a wedged node for longer than a round or two.
   conninfo_ = pg_conninfo(address_, access) +
               " options='-c statement_timeout=" + std::to_string(access.statement_timeout_ms) + "'";
+  // The server cancels a slow statement itself; the client gives up a second after that.
+  answer_timeout_ = std::chrono::milliseconds(access.statement_timeout_ms + 1000);
 }
 
 Result<PGconn*> PgNodeClient::connection() {
@@ -64,7 +70,44 @@ Result<std::vector<PgNodeClient::Row>> PgNodeClient::query(const std::string& sq
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto conn = connection();
     if (!conn) return conn.error();
-    std::unique_ptr<PGresult, decltype(&PQclear)> res(PQexec(*conn, sql.c_str()), &PQclear);
+    std::unique_ptr<PGresult, decltype(&PQclear)> res(nullptr, &PQclear);
+    if (PQsendQuery(*conn, sql.c_str()) == 1) {
+      // A frozen node (SIGSTOP, a paused VM) accepts the bytes but never answers, and its own
+      // statement_timeout cannot fire; without this deadline the supervisor thread would block
+      // for good and stop checking every node of the shard.
+      const auto deadline = std::chrono::steady_clock::now() + answer_timeout_;
+      auto ready = [&]() -> bool {
+        while (PQisBusy(*conn) == 1) {
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+          if (left <= 0) return false;
+          pollfd p{PQsocket(*conn), POLLIN, 0};
+          int rc = ::poll(&p, 1, static_cast<int>(left));
+          if (rc < 0 && errno != EINTR) return true;  // PQgetResult reports the broken socket
+          if (rc > 0 && PQconsumeInput(*conn) == 0) return true;
+        }
+        return true;
+      };
+      if (!ready()) {
+        conn_.reset();
+        return make_error(ErrorCode::kUnavailable, "no answer within " +
+                                                       std::to_string(answer_timeout_.count()) +
+                                                       " ms (the node may be frozen)");
+      }
+      res.reset(PQgetResult(*conn));
+      // Drain to the end of the query (single statements: nothing more than the final NULL).
+      for (;;) {
+        if (!ready()) {
+          conn_.reset();
+          return make_error(
+              ErrorCode::kUnavailable,
+              "the answer did not end within " + std::to_string(answer_timeout_.count()) + " ms");
+        }
+        std::unique_ptr<PGresult, decltype(&PQclear)> more(PQgetResult(*conn), &PQclear);
+        if (!more) break;
+      }
+    }
     auto status = PQresultStatus(res.get());
     if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
       std::vector<Row> rows;
@@ -81,7 +124,7 @@ Result<std::vector<PgNodeClient::Row>> PgNodeClient::query(const std::string& sq
       }
       return rows;
     }
-    std::string message = trimmed(PQresultErrorMessage(res.get()));
+    std::string message = trimmed(res ? PQresultErrorMessage(res.get()) : PQerrorMessage(*conn));
     if (PQstatus(*conn) == CONNECTION_OK) {
       return make_error(ErrorCode::kInternal, message);  // the server answered with an error
     }

@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,7 +39,8 @@ class PgNodeClient {
 
   const std::string& address() const { return address_; }
   // The rows of `sql` (one statement) on the cached connection, connecting first when needed.
-  // A broken connection is dropped, so the next call reconnects.
+  // A broken connection is dropped, so the next call reconnects; so is one that gives no answer
+  // within statement_timeout_ms + 1 s (a frozen node), which is then kUnavailable.
   Result<std::vector<Row>> query(const std::string& sql);
   // A command (ALTER SYSTEM, ...): ok or the server's error.
   Status exec(const std::string& sql);
@@ -49,6 +51,7 @@ class PgNodeClient {
 
   std::string address_;
   std::string conninfo_;
+  std::chrono::milliseconds answer_timeout_{3000};
   std::unique_ptr<PGconn, decltype(&PQfinish)> conn_{nullptr, &PQfinish};
 };
 

@@ -12,12 +12,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/cluster/cluster_manifest.h"
 #include "common/process/child_process.h"
@@ -335,6 +339,67 @@ TEST_F(ConfigServiceTest, D_ReplicaDeathDowngradesAndItsReturnRestoresSync) {
       << "sync not restored after the replica returned";
   writes.stop();
   EXPECT_GT(writes.acked_count(), before);
+}
+
+// A frozen replica (SIGSTOP on the postmaster and every child, as a paused VM looks): it accepts
+// bytes but never answers, and its own statement_timeout cannot fire. The health round must not
+// block on it: the replica is reported down within seconds, the leader keeps being checked, sync
+// is downgraded so writes go on, and after SIGCONT everything comes back.
+TEST_F(ConfigServiceTest, D2_FrozenReplicaIsDownWithinSecondsAndComesBack) {
+  ASSERT_TRUE(wait_for([&] { return record().sync; }, std::chrono::seconds(30)));
+  ShardRecord r = record();
+  const ManifestProcess* replica = pg_at(r.replica);
+  ASSERT_NE(replica, nullptr);
+  const pid_t postmaster = postmaster_pid(*replica);
+  std::vector<pid_t> frozen = {postmaster};
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    if (parent == postmaster) frozen.push_back(std::stoi(name));
+  }
+  WriteLoop writes(proxy());
+  ASSERT_TRUE(wait_for([&] { return writes.acked_count() > 20; }, std::chrono::seconds(10)))
+      << writes.last_error();
+  const auto t_freeze = Steady::now();
+  for (pid_t pid : frozen) {
+    ASSERT_EQ(kill(pid, SIGSTOP), 0);
+    stopped_pids_.push_back(pid);
+  }
+  ASSERT_TRUE(wait_for(
+      [&] {
+        auto h = health();
+        return h && !h->replica.ok;
+      },
+      std::chrono::seconds(10)))
+      << "a frozen replica was still reported healthy (is the health round blocked on it?)";
+  const double down_after = seconds_between(t_freeze, Steady::now());
+  // The rounds go on: the health node keeps being rewritten with the leader checked.
+  const int64_t at1 = health()->at_ms;
+  ASSERT_TRUE(wait_for([&] { return health() && health()->at_ms > at1; }, std::chrono::seconds(5)))
+      << "the health round stopped";
+  EXPECT_TRUE(health()->leader.ok);
+  ASSERT_TRUE(wait_for([&] { return !record().sync; }, std::chrono::seconds(10)))
+      << "sync not downgraded while the replica is frozen";
+  size_t before = writes.acked_count();
+  ASSERT_TRUE(
+      wait_for([&] { return writes.acked_count() > before + 20; }, std::chrono::seconds(10)))
+      << "writes did not continue: " << writes.last_error();
+  std::printf("MEASURED frozen replica: reported down after %.2f s, longest write pause %.2f s\n",
+              down_after, writes.longest_gap_after(t_freeze));
+  for (pid_t pid : frozen) kill(pid, SIGCONT);
+  stopped_pids_.clear();
+  ASSERT_TRUE(wait_for([&] { return record().sync; }, std::chrono::seconds(30)))
+      << "sync not restored after the replica was continued";
+  writes.stop();
 }
 
 TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
