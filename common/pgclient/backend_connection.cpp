@@ -46,24 +46,43 @@ int BackendConnection::backend_pid() const {
   return conn_ ? PQbackendPID(conn_.get()) : 0;
 }
 
+const std::string BackendConnection::kUnnamed;
+
 const std::string* BackendConnection::prepared(const std::string& key) const {
   auto it = prepared_.find(key);
-  return it == prepared_.end() ? nullptr : &it->second;
+  if (it == prepared_.end() || (shared_ && !it->second.confirmed)) return nullptr;
+  return &it->second.name;
 }
 
 const std::string& BackendConnection::add_prepared(const std::string& key) {
+  if (shared_ && (prepared_.count(key) != 0 || prepared_.size() >= kMaxSharedPrepared)) {
+    return kUnnamed;
+  }
   auto [it, inserted] = prepared_.try_emplace(key);
-  if (inserted) it->second = "tally_s" + std::to_string(++next_statement_);
-  return it->second;
+  if (inserted) it->second.name = "tally_s" + std::to_string(++next_statement_);
+  return it->second.name;
+}
+
+void BackendConnection::confirm_prepared(const std::string& key) {
+  auto it = prepared_.find(key);
+  if (it != prepared_.end()) it->second.confirmed = true;
 }
 
 void BackendConnection::forget_prepared(const std::string& key) {
   prepared_.erase(key);
 }
 
+std::chrono::steady_clock::time_point BackendConnection::oldest_started() const {
+  return queue_.empty() ? std::chrono::steady_clock::now() : queue_.front().started;
+}
+
+bool BackendConnection::first_in_line(const ResultSink* sink) const {
+  return !queue_.empty() && queue_.front().sink == sink;
+}
+
 void BackendConnection::notice_receiver(void* arg, const PGresult* result) {
   auto* self = static_cast<BackendConnection*>(arg);
-  if (self->sink_ != nullptr) self->sink_->on_notice(result);
+  if (!self->queue_.empty()) self->queue_.front().sink->on_notice(result);
 }
 
 void BackendConnection::connect(std::chrono::milliseconds timeout,
@@ -126,64 +145,96 @@ void BackendConnection::poll_connect() {
 }
 
 void BackendConnection::wait(bool write, std::function<void()> then) {
+  // Only the connect handshake waits through here; exchanges use flush() and start_reading().
   if (!socket_) {
     broken_ = true;
-    if (sink_ != nullptr) {
-      finish_exchange(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost"));
-    }
     return;
   }
   auto kind = write ? asio::posix::stream_descriptor::wait_write
                     : asio::posix::stream_descriptor::wait_read;
-  socket_->async_wait(kind, [self = shared_from_this(),
-                             then = std::move(then)](boost::system::error_code ec) {
-    if (ec) {
-      self->broken_ = true;
-      if (self->sink_ != nullptr) {
-        self->finish_exchange(make_error(
-            ErrorCode::kUnavailable, "connection to " + self->node_ + " lost: " + ec.message()));
-      }
-      return;
-    }
-    then();
-  });
+  socket_->async_wait(
+      kind, [self = shared_from_this(), then = std::move(then)](boost::system::error_code ec) {
+        if (ec) {
+          self->broken_ = true;
+          return;
+        }
+        then();
+      });
 }
 
 void BackendConnection::run_exchange(ResultSink& sink) {
-  sink_ = &sink;
-  touch();
-  flush_then_read();
+  queue_.push_back(Pending{&sink, std::chrono::steady_clock::now()});
+  last_used_ = queue_.back().started;
+  if (broken_ || !socket_) {
+    fail_all(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost"));
+    return;
+  }
+  if (queue_.size() == 1 && !reading_) {
+    flush();  // the only request: out now
+    return;
+  }
+  // Others are in flight: what this turn of the io_context queues goes out in one send.
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  asio::post(io_, [self = shared_from_this()]() {
+    self->flush_posted_ = false;
+    self->flush();
+  });
 }
 
-void BackendConnection::flush_then_read() {
+void BackendConnection::flush() {
+  if (broken_ || !conn_) return;
   int rc = PQflush(conn_.get());
   if (rc < 0) {
-    broken_ = true;
-    finish_exchange(make_error(ErrorCode::kUnavailable,
-                               "sending to " + node_ + " failed: " + PQerrorMessage(conn_.get())));
+    fail_all(make_error(ErrorCode::kUnavailable,
+                        "sending to " + node_ + " failed: " + PQerrorMessage(conn_.get())));
     return;
   }
-  if (rc == 1) {
-    // Drain what the server already sent, so a server blocked on writing never blocks us.
-    if (PQconsumeInput(conn_.get()) == 0) {
-      broken_ = true;
-      finish_exchange(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost: " +
-                                                              PQerrorMessage(conn_.get())));
+  if (rc == 1 && !write_waiting_ && socket_) {
+    // The socket is full: send the rest when it drains. Reading goes on meanwhile, so a server
+    // blocked on writing its answers never blocks us.
+    write_waiting_ = true;
+    socket_->async_wait(
+        asio::posix::stream_descriptor::wait_write,
+        [self = shared_from_this()](boost::system::error_code ec) {
+          self->write_waiting_ = false;
+          if (ec) {
+            self->fail_all(make_error(ErrorCode::kUnavailable,
+                                      "connection to " + self->node_ + " lost: " + ec.message()));
+            return;
+          }
+          self->flush();
+        });
+  }
+  // The request is out (or going); the answer cannot be there yet: wait instead of a recv that
+  // would only say EAGAIN.
+  start_reading();
+}
+
+void BackendConnection::start_reading() {
+  if (reading_ || queue_.empty() || broken_) return;
+  if (!socket_) {
+    fail_all(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost"));
+    return;
+  }
+  reading_ = true;
+  socket_->async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](
+                                                                     boost::system::error_code ec) {
+    self->reading_ = false;
+    if (ec) {
+      self->fail_all(make_error(ErrorCode::kUnavailable,
+                                "connection to " + self->node_ + " lost: " + ec.message()));
       return;
     }
-    wait(true, [this] { flush_then_read(); });
-    return;
-  }
-  // The request is out; the answer cannot be there yet: wait instead of a recv that would only
-  // say EAGAIN.
-  wait(false, [this] { on_readable(); });
+    self->on_readable();
+  });
 }
 
 void BackendConnection::on_readable() {
+  if (broken_ || queue_.empty()) return;
   if (PQconsumeInput(conn_.get()) == 0) {
-    broken_ = true;
-    finish_exchange(make_error(ErrorCode::kUnavailable,
-                               "connection to " + node_ + " lost: " + PQerrorMessage(conn_.get())));
+    fail_all(make_error(ErrorCode::kUnavailable,
+                        "connection to " + node_ + " lost: " + PQerrorMessage(conn_.get())));
     return;
   }
   read_results();
@@ -192,16 +243,15 @@ void BackendConnection::on_readable() {
 void BackendConnection::read_results() {
   PGconn* c = conn_.get();
   int empty_in_a_row = 0;
-  while (true) {
+  while (!queue_.empty() && !broken_) {
     if (PQisBusy(c)) {
       if (PQconsumeInput(c) == 0) {
-        broken_ = true;
-        finish_exchange(make_error(ErrorCode::kUnavailable,
-                                   "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+        fail_all(make_error(ErrorCode::kUnavailable,
+                            "connection to " + node_ + " lost: " + PQerrorMessage(c)));
         return;
       }
       if (PQisBusy(c)) {
-        wait(false, [this] { on_readable(); });
+        start_reading();
         return;
       }
     }
@@ -209,22 +259,23 @@ void BackendConnection::read_results() {
     if (raw == nullptr) {
       if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQstatus(c) == CONNECTION_OK &&
           ++empty_in_a_row < 2) {
-        sink_->on_step_end();
+        queue_.front().sink->on_step_end();
         continue;
       }
       if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         // Two NULLs in a row: nothing is queued, yet no sync came. Never spin on it.
-        broken_ = true;
-        finish_exchange(
+        fail_all(
             make_error(ErrorCode::kInternal,
                        "pipeline to " + node_ + " ended without a sync: " + PQerrorMessage(c)));
         return;
       }
-      finish_exchange(PQstatus(c) == CONNECTION_OK
-                          ? ok_status()
-                          : make_error(ErrorCode::kUnavailable,
-                                       "connection to " + node_ + " lost: " + PQerrorMessage(c)));
-      return;
+      if (PQstatus(c) != CONNECTION_OK) {
+        fail_all(make_error(ErrorCode::kUnavailable,
+                            "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+        return;
+      }
+      finish_front(ok_status());
+      continue;
     }
     empty_in_a_row = 0;
     std::unique_ptr<PGresult, decltype(&PQclear)> result(raw, &PQclear);
@@ -241,30 +292,43 @@ void BackendConnection::read_results() {
       int n;
       while ((n = PQgetCopyData(c, &buffer, 1)) > 0) PQfreemem(buffer);
       if (n == 0) {
-        wait(false, [this] { on_readable(); });  // consume first, or PQgetCopyData spins
+        start_reading();  // consume first, or PQgetCopyData spins
         return;
       }
       continue;
     }
-    sink_->on_result(raw);
+    queue_.front().sink->on_result(raw);
     if (status == PGRES_PIPELINE_SYNC) {
-      finish_exchange(ok_status());
-      return;
+      finish_front(ok_status());
+      continue;
     }
     if (PQstatus(c) == CONNECTION_BAD) {
-      broken_ = true;
-      finish_exchange(make_error(ErrorCode::kUnavailable,
-                                 "connection to " + node_ + " lost: " + PQerrorMessage(c)));
+      fail_all(make_error(ErrorCode::kUnavailable,
+                          "connection to " + node_ + " lost: " + PQerrorMessage(c)));
       return;
     }
   }
 }
 
-void BackendConnection::finish_exchange(Status status) {
-  ResultSink* sink = sink_;
-  sink_ = nullptr;
+void BackendConnection::finish_front(Status status) {
+  if (queue_.empty()) return;
+  auto self = shared_from_this();  // the sink may drop the last lease of this connection
+  ResultSink* sink = queue_.front().sink;
+  queue_.pop_front();
   touch();
-  if (sink != nullptr) sink->on_exchange_done(std::move(status));
+  // The sink may start its next exchange on this connection from here: it queues behind the rest.
+  sink->on_exchange_done(std::move(status));
+}
+
+void BackendConnection::fail_all(Error error) {
+  broken_ = true;
+  touch();
+  auto self = shared_from_this();  // a sink may drop the last lease of this connection
+  while (!queue_.empty()) {
+    ResultSink* sink = queue_.front().sink;
+    queue_.pop_front();
+    sink->on_exchange_done(error);
+  }
 }
 
 }  // namespace tally

@@ -1,8 +1,10 @@
 // BackendConnection: one non-blocking libpq connection driven by the io_context of the worker that
 // owns it (libpq's socket is watched with Asio; nothing here blocks). The shard proxy uses it for
-// its PostgreSQL servers, the cluster proxy for its shard proxies. It connects, runs one exchange
-// at a time (a simple query, or a pipeline of extended-protocol steps ending in a sync) and hands
-// every PGresult to the exchange's sink, in order. It also remembers which statements are prepared
+// its PostgreSQL servers, the cluster proxy for its shard proxies. It connects and runs exchanges
+// (a simple query, or a pipeline of extended-protocol steps ending in a sync), handing every
+// PGresult to the exchange's sink, in order. In pipeline mode several exchanges may be queued at
+// once (a shared connection: each ends at its own sync, so one's error never touches the next);
+// they are sent together and answered in order. It also remembers which statements are prepared
 // on this server connection. Thread: only the owning worker's io_context thread (an io_context run
 // by one thread) touches it.
 #pragma once
@@ -14,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -58,16 +61,34 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
 
   // Sends what the PQsend* calls queued and delivers results to `sink` until the exchange ends:
   // in pipeline mode at PGRES_PIPELINE_SYNC, otherwise when libpq has no more results.
-  // `sink` must stay alive until on_exchange_done.
+  // `sink` must stay alive until on_exchange_done. In pipeline mode an exchange may be started
+  // while others are in flight (their PQsend* calls and sync were issued before this one's): its
+  // results come after theirs. Requests queued in one turn of the io_context go out in one send.
   void run_exchange(ResultSink& sink);
+  // Exchanges started and not yet done, and when the oldest of them started.
+  size_t in_flight() const { return queue_.size(); }
+  std::chrono::steady_clock::time_point oldest_started() const;
+  // True when `sink`'s exchange is the one the server is working on (the first in line).
+  bool first_in_line(const ResultSink* sink) const;
+
+  // Shared by several clients' exchanges at once (see BackendPool::acquire_shared). On a shared
+  // connection a statement counts as prepared only once the server confirmed it, so no exchange
+  // depends on another's outcome.
+  void set_shared(bool shared) { shared_ = shared; }
+  bool shared() const { return shared_; }
 
   // Server-side prepared statements, keyed by (query text, parameter types). Returns the server
-  // name when `key` is prepared on this connection.
+  // name when `key` is prepared on this connection (shared: prepared and confirmed).
   const std::string* prepared(const std::string& key) const;
-  // Records that `key` is (about to be) prepared and returns the server name to use.
+  // Records that `key` is (about to be) prepared and returns the server name to use. On a shared
+  // connection where another exchange is preparing `key`, or that holds too many statements, it
+  // returns the empty name: the caller prepares the unnamed statement just for its own use.
   const std::string& add_prepared(const std::string& key);
+  // The server answered the Parse of `key`: other exchanges may now use its name.
+  void confirm_prepared(const std::string& key);
   void forget_prepared(const std::string& key);
   size_t prepared_count() const { return prepared_.size(); }
+  static constexpr size_t kMaxSharedPrepared = 1000;
 
   // Marks the connection unusable (e.g. the node was demoted); the pool drops it.
   void retire() { retired_ = true; }
@@ -79,12 +100,20 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   void touch() { last_used_ = std::chrono::steady_clock::now(); }
 
  private:
+  struct Pending {
+    ResultSink* sink;
+    std::chrono::steady_clock::time_point started;
+  };
   void poll_connect();
   void wait(bool write, std::function<void()> then);
-  void flush_then_read();
+  void flush();
+  void start_reading();
   void on_readable();
   void read_results();
-  void finish_exchange(Status status);
+  // Ends the first exchange in line with `status`.
+  void finish_front(Status status);
+  // The connection broke: every exchange in line ends with `error`.
+  void fail_all(Error error);
   void attach_socket();
   void detach_socket();
   static void notice_receiver(void* arg, const PGresult* result);
@@ -96,11 +125,20 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
   boost::asio::steady_timer connect_timer_;
   std::function<void(Status)> connect_done_;
-  ResultSink* sink_ = nullptr;
+  std::deque<Pending> queue_;
+  bool reading_ = false;        // a wait for readability is outstanding
+  bool write_waiting_ = false;  // a wait for writability (the rest of a send) is outstanding
+  bool flush_posted_ = false;   // a flush of what this turn queued is posted
   bool broken_ = false;
   bool retired_ = false;
+  bool shared_ = false;
   uint64_t next_statement_ = 0;
-  std::unordered_map<std::string, std::string> prepared_;
+  struct PreparedStatement {
+    std::string name;
+    bool confirmed = false;
+  };
+  std::unordered_map<std::string, PreparedStatement> prepared_;
+  static const std::string kUnnamed;
   std::chrono::steady_clock::time_point last_used_ = std::chrono::steady_clock::now();
 };
 

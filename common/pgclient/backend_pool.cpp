@@ -16,6 +16,7 @@ BackendPool::~BackendPool() {
   open_ = 0;
   connecting_ = 0;
   idle_.clear();
+  shared_.clear();
   publish();
 }
 
@@ -48,6 +49,15 @@ void BackendPool::acquire(AcquireCallback done) {
     }
     generation_of_.erase(c.get());
     --open_;
+  }
+  if (open_ >= options_.max_size) {
+    // Every connection is taken: a shared one with nothing in flight goes back to exclusive use,
+    // so pipelined reads never starve transactions of the pool.
+    if (Lease c = unshare_quiet()) {
+      asio::post(io_, [done = std::move(done), c = std::move(c)]() mutable { done(std::move(c)); });
+      publish();
+      return;
+    }
   }
   Waiter w;
   w.done = std::move(done);
@@ -124,6 +134,77 @@ void BackendPool::release(Lease c) {
   hand_out(std::move(c));
 }
 
+BackendPool::Lease BackendPool::acquire_shared() {
+  if (options_.max_shared == 0) return nullptr;
+  auto now = std::chrono::steady_clock::now();
+  Lease best;
+  for (size_t i = 0; i < shared_.size();) {
+    const Lease& c = shared_[i];
+    auto gen = generation_of_.find(c.get());
+    if (!c->usable() || gen == generation_of_.end() || gen->second != generation_) {
+      drop_shared(i);
+      continue;
+    }
+    ++i;
+    size_t depth = c->in_flight();
+    if (depth == 0) return c;
+    if (depth >= options_.pipeline_depth || now - c->oldest_started() > options_.pipeline_stall) {
+      continue;
+    }
+    if (!best || depth < best->in_flight()) best = c;
+  }
+  while (shared_.size() < options_.max_shared && !idle_.empty()) {
+    Lease c = std::move(idle_.back().first);
+    idle_.pop_back();
+    if (!keepable(c) || !c->set_pipeline(true)) {
+      generation_of_.erase(c.get());
+      --open_;
+      continue;
+    }
+    c->set_shared(true);
+    shared_.push_back(c);
+    publish();
+    return c;
+  }
+  return best;
+}
+
+void BackendPool::release_shared(const Lease& c) {
+  if (!c) return;
+  if (c->usable() && c->prepared_count() <= options_.max_prepared_per_connection) {
+    if (waiters_.empty() || c->in_flight() != 0) return;
+    // Exclusive work is waiting for a connection: this one has nothing in flight, so it serves it.
+    if (Lease quiet = unshare_quiet()) hand_out(std::move(quiet));
+    return;
+  }
+  for (size_t i = 0; i < shared_.size(); ++i) {
+    if (shared_[i] == c) {
+      drop_shared(i);
+      return;
+    }
+  }
+}
+
+BackendPool::Lease BackendPool::unshare_quiet() {
+  for (size_t i = 0; i < shared_.size(); ++i) {
+    if (shared_[i]->in_flight() != 0 || !shared_[i]->usable()) continue;
+    Lease c = std::move(shared_[i]);
+    shared_.erase(shared_.begin() + static_cast<std::ptrdiff_t>(i));
+    c->set_shared(false);
+    return c;
+  }
+  return nullptr;
+}
+
+void BackendPool::drop_shared(size_t index) {
+  // Exchanges still in flight on it keep it alive through their leases; it closes after them.
+  generation_of_.erase(shared_[index].get());
+  shared_[index]->retire();
+  shared_.erase(shared_.begin() + static_cast<std::ptrdiff_t>(index));
+  --open_;
+  publish();
+}
+
 void BackendPool::fail_waiters(const Error& error) {
   auto waiters = std::move(waiters_);
   waiters_.clear();
@@ -144,6 +225,7 @@ void BackendPool::set_target(std::string node, std::string conninfo) {
     --open_;
   }
   idle_.clear();
+  while (!shared_.empty()) drop_shared(shared_.size() - 1);
   publish();
 }
 

@@ -44,8 +44,19 @@ ClientSession::~ClientSession() {
   if (counted_) worker_.state().clients.fetch_sub(1);
   if (lease_ && lease_pool_ != nullptr) {
     // Ending mid-transaction: the pool closes the connection, which rolls the transaction back.
+    give_back_lease();
+  }
+}
+
+void ClientSession::give_back_lease() {
+  if (shared_lease_) {
+    lease_pool_->release_shared(lease_);
+  } else {
     lease_pool_->release(std::move(lease_));
   }
+  lease_.reset();
+  lease_pool_ = nullptr;
+  shared_lease_ = false;
 }
 
 void ClientSession::start() {
@@ -337,7 +348,8 @@ void ClientSession::authenticated() {
 // ---------------------------------------------------------------------------------- requests
 
 pgwire::TransactionStatus ClientSession::transaction_status() const {
-  if (!lease_ || !lease_->usable()) return TransactionStatus::kIdle;
+  // A shared connection runs only autocommit reads: its status is other clients' business.
+  if (!lease_ || shared_lease_ || !lease_->usable()) return TransactionStatus::kIdle;
   switch (PQtransactionStatus(lease_->pg())) {
     case PQTRANS_INTRANS:
       return TransactionStatus::kInTransaction;
@@ -406,8 +418,26 @@ void ClientSession::on_query(std::string sql) {
       return;
     }
   }
-  run_on_server(route, [this, sql = std::move(sql)](BackendPool::Lease conn) {
+  // One autocommit read may share a pipelined connection: it goes as an unnamed extended-protocol
+  // statement, whose answer (text rows) the client cannot tell from a simple query's.
+  route.shareable = traits->read_only && !traits->multi_statement && !traits->begins_transaction &&
+                    !traits->session_state && !lease_ && !dirty_;
+  run_on_server(route, [this, sql = std::move(sql),
+                        pipelined = route.shareable](BackendPool::Lease conn) {
     steps_.clear();
+    if (pipelined) {
+      if (!conn->set_pipeline(true) ||
+          PQsendQueryParams(conn->pg(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) !=
+              1 ||
+          PQpipelineSync(conn->pg()) != 1) {
+        exchange_finished(
+            make_error(ErrorCode::kUnavailable,
+                       "cannot send to " + conn->node() + ": " + PQerrorMessage(conn->pg())));
+        return;
+      }
+      conn->run_exchange(*this);
+      return;
+    }
     if (!conn->set_pipeline(false) || PQsendQuery(conn->pg(), sql.c_str()) != 1) {
       exchange_finished(make_error(ErrorCode::kUnavailable, "cannot send to " + conn->node() +
                                                                 ": " + PQerrorMessage(conn->pg())));
@@ -429,6 +459,7 @@ void ClientSession::on_sync() {
   steps_.clear();
   Route route;
   bool all_reads = true;
+  bool all_shareable = true;
   bool any_execute = false;
   std::optional<uint32_t> ttl;
   bool all_cached = true;
@@ -579,6 +610,8 @@ void ClientSession::on_sync() {
       }
       if (traits->session_state) dirty_ = true;
       all_reads = all_reads && traits->read_only && !traits->force_leader;
+      all_shareable = all_shareable && traits->read_only && !traits->begins_transaction &&
+                      !traits->session_state;
       route.min_lsn = std::max(route.min_lsn, traits->min_lsn);
       if (traits->cache_ttl_ms && traits->read_only) {
         ttl = ttl ? std::min(*ttl, *traits->cache_ttl_ms) : *traits->cache_ttl_ms;
@@ -612,6 +645,7 @@ void ClientSession::on_sync() {
   }
   bool has_error = !steps_.empty() && steps_.back().kind == StepKind::kError;
   route.want_replica = any_execute && all_reads;
+  route.shareable = any_execute && all_shareable && !has_error && !lease_ && !dirty_;
   if (any_execute && all_reads && all_cached && ttl && route.min_lsn == 0 && !has_error) {
     route.cache_ttl_ms = ttl;
   }
@@ -661,9 +695,7 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
       // alone commit, on the old leader. Closing the connection rolls it back there.
       std::string node = lease_->node();
       lease_->retire();
-      lease_pool_->release(std::move(lease_));
-      lease_.reset();
-      lease_pool_ = nullptr;
+      give_back_lease();
       failure_sqlstate_ = "57P01";
       exchange_finished(make_error(
           ErrorCode::kUnavailable,
@@ -684,6 +716,17 @@ void ClientSession::run_on_server(Route route, std::function<void(BackendPool::L
       return;
     }
     pool = worker_.pool(*user_, false);
+  }
+  if (route.shareable) {
+    if (auto shared = pool->acquire_shared()) {
+      lease_ = std::move(shared);
+      lease_pool_ = pool;
+      shared_lease_ = true;
+      on_replica_ = replica;
+      if (auto* m = worker_.services().metrics) m->pipelined(lease_->in_flight() > 0);
+      issue(lease_);
+      return;
+    }
   }
   auto self = shared_from_this();
   auto on_leased = [self, issue, pool, replica, route](Result<BackendPool::Lease> lease) {
@@ -746,6 +789,7 @@ void ClientSession::hold_for_leader(Route route, std::function<void(BackendPool:
 const std::string* ClientSession::ensure_prepared(BackendConnection& conn,
                                                   const Statement& statement, size_t before_step) {
   if (const std::string* name = conn.prepared(statement.key)) return name;
+  // Empty on a shared connection where another read is preparing it: the unnamed statement.
   const std::string& name = conn.add_prepared(statement.key);
   if (PQsendPrepare(conn.pg(), name.c_str(), statement.query.c_str(),
                     static_cast<int>(statement.types.size()),
@@ -756,7 +800,7 @@ const std::string* ClientSession::ensure_prepared(BackendConnection& conn,
   implicit.kind = StepKind::kPrepare;
   implicit.implicit = true;
   implicit.on_server = true;
-  implicit.prepared_key = statement.key;
+  if (!name.empty()) implicit.prepared_key = statement.key;
   steps_.insert(steps_.begin() + static_cast<std::ptrdiff_t>(before_step), std::move(implicit));
   server_steps_.push_back(before_step);
   return &name;
@@ -800,6 +844,13 @@ void ClientSession::issue_batch(BackendPool::Lease& lease) {
           break;
         }
         const std::string& name = conn.add_prepared(s.statement->key);
+        if (name.empty()) {
+          // Shared connection, another read is preparing it: the Execute prepares the unnamed
+          // statement for itself (a bad statement's error then comes at Bind, not Parse).
+          s.kind = StepKind::kLocal;
+          pgwire::append_parse_complete(s.bytes);
+          break;
+        }
         s.prepared_key = s.statement->key;
         if (PQsendPrepare(pg, name.c_str(), s.statement->query.c_str(),
                           static_cast<int>(s.statement->types.size()),
@@ -996,6 +1047,9 @@ void ClientSession::on_result(const PGresult* r) {
       case PGRES_EMPTY_QUERY:
         pgwire::append_empty_query_response(out_);
         break;
+      case PGRES_PIPELINE_SYNC:     // a pipelined read's end
+      case PGRES_PIPELINE_ABORTED:  // after its error, already reported
+        break;
       default:
         append_result_error(r);
         failed_ = true;
@@ -1026,6 +1080,7 @@ void ClientSession::on_result(const PGresult* r) {
   }
   switch (s.kind) {
     case StepKind::kPrepare:
+      if (!s.prepared_key.empty()) lease_->confirm_prepared(s.prepared_key);
       if (!s.implicit) pgwire::append_parse_complete(out_);
       break;
     case StepKind::kDescribeStatement: {
@@ -1084,9 +1139,7 @@ void ClientSession::exchange_finished(Status status) {
     lease_->retire();
     // The replica connection broke before anything was answered (the replica died or restarted
     // and the monitor has not noticed yet). A read is safe to replay: run it on the leader.
-    lease_pool_->release(std::move(lease_));
-    lease_.reset();
-    lease_pool_ = nullptr;
+    give_back_lease();
     steps_ = original_steps_;
     Route leader_route = route_;
     leader_route.want_replica = false;
@@ -1127,9 +1180,7 @@ void ClientSession::exchange_finished(Status status) {
     // client may inherit it, so the connection closes instead of going back to the pool.
     if (dirty_) lease_->retire();
     dirty_ = false;
-    lease_pool_->release(std::move(lease_));
-    lease_.reset();
-    lease_pool_ = nullptr;
+    give_back_lease();
     txn = TransactionStatus::kIdle;
   }
   if (status && !failed_ && cache_ttl_ms_ && !cache_key_.empty() &&
@@ -1161,11 +1212,16 @@ void ClientSession::abandon() {
   hold_id_ = 0;
   lease_.reset();  // its pool is going away too; the connection closes with it
   lease_pool_ = nullptr;
+  shared_lease_ = false;
   keep_alive_.reset();
 }
 
 void ClientSession::cancel_running() {
   if (!busy_ || !lease_ || worker_.services().blocking == nullptr) return;
+  // On a shared connection the server may be running another client's read: cancel only while
+  // this one is first in line. (A cancel can still land just after it finished, on the next
+  // read in line, as with any transaction-pooling proxy; that read fails with 57014.)
+  if (shared_lease_ && !lease_->first_in_line(this)) return;
   std::shared_ptr<PGcancel> cancel(PQgetCancel(lease_->pg()), &PQfreeCancel);
   if (!cancel) return;
   // PQcancel opens a connection and waits: never on the io thread.

@@ -113,6 +113,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
 
   struct Route {
     bool want_replica = false;
+    // Autocommit reads only, ending at their own sync: may share a pipelined server connection.
+    bool shareable = false;
     uint64_t min_lsn = 0;
     std::optional<uint32_t> cache_ttl_ms;
   };
@@ -133,6 +135,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
   // was sent to the client: the read is then replayed on the leader instead.
   bool replica_going_away(const PGresult* result);
   void exchange_finished(Status status);
+  // Gives lease_ back to its pool (exclusive or shared).
+  void give_back_lease();
 
   // ResultSink.
   void on_result(const PGresult* result) override;
@@ -177,6 +181,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, privat
   std::shared_ptr<ClientSession> keep_alive_;
   BackendPool::Lease lease_;
   BackendPool* lease_pool_ = nullptr;
+  bool shared_lease_ = false;  // lease_ is a shared (pipelined) connection, for this exchange only
   bool simple_query_ = false;
   std::vector<Step> steps_;
   std::vector<size_t> server_steps_;

@@ -20,6 +20,11 @@ ProxyMetrics::ProxyMetrics(MetricsRegistry& registry) : registry_(registry) {
   cache_ = make("cache");
   connections_ = &registry.counter("tally_shard_proxy_client_connections_total",
                                    "Client connections accepted");
+  pipelined_ = &registry.counter("tally_shard_proxy_pipelined_requests_total",
+                                 "Autocommit reads sent on a shared, pipelined server connection");
+  pipelined_behind_ = &registry.counter(
+      "tally_shard_proxy_pipelined_behind_total",
+      "Pipelined reads sent while other requests were in flight on the same server connection");
 }
 
 void ProxyMetrics::query_done(std::string_view route, std::chrono::steady_clock::time_point started,

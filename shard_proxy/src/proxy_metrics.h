@@ -22,6 +22,12 @@ class ProxyMetrics {
   void query_done(std::string_view route, std::chrono::steady_clock::time_point started, bool ok);
   void error(std::string_view sqlstate);
   void client_connected() { connections_->inc(); }
+  // A read went to a shared (pipelined) server connection; `behind_others`: other requests were
+  // in flight on it, so it rode in their send and wake-up.
+  void pipelined(bool behind_others) {
+    pipelined_->inc();
+    if (behind_others) pipelined_behind_->inc();
+  }
 
   MetricsRegistry& registry() { return registry_; }
 
@@ -34,6 +40,8 @@ class ProxyMetrics {
   MetricsRegistry& registry_;
   RouteMetrics leader_, replica_, cache_;
   Counter* connections_;
+  Counter* pipelined_;
+  Counter* pipelined_behind_;
   std::mutex mutex_;
   std::map<std::string, Counter*, std::less<>> errors_;
 };

@@ -58,6 +58,12 @@ ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
   c.pool_size = static_cast<int>(backend.optional_int("pool_size", c.pool_size, 1, 10000));
   c.connect_timeout_ms =
       static_cast<int>(backend.optional_int("connect_timeout_ms", c.connect_timeout_ms, 10, 60000));
+  c.pipelined_connections = static_cast<int>(
+      backend.optional_int("pipelined_connections", c.pipelined_connections, 0, 1000));
+  c.pipeline_depth =
+      static_cast<int>(backend.optional_int("pipeline_depth", c.pipeline_depth, 1, 10000));
+  c.pipeline_stall_ms =
+      static_cast<int>(backend.optional_int("pipeline_stall_ms", c.pipeline_stall_ms, 1, 60000));
   backend.finish();
 
   if (auto limits = s.optional_section("limits")) {

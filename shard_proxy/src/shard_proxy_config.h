@@ -41,6 +41,11 @@ struct ShardProxyConfig {
   std::string replica;  // may be empty
   int pool_size = 20;   // server connections per node and user, over all workers
   int connect_timeout_ms = 2000;
+  // Per worker thread, node and user, out of its share of pool_size: server connections that
+  // pipeline many clients' autocommit reads at once (0: every read leases a connection alone).
+  int pipelined_connections = 1;
+  int pipeline_depth = 32;    // reads in flight on one pipelined connection at most
+  int pipeline_stall_ms = 5;  // a pipelined connection whose oldest read is older takes no more
 
   int max_clients = 1000;
   int pool_wait_timeout_ms = 5000;

@@ -25,6 +25,7 @@ Result<StatementTraits> analyze_statement(std::string_view sql, const sql::Class
   t.read_only = c.kind == sql::StatementKind::kRead;
   t.session_state = c.kind == sql::StatementKind::kSessionState;
   t.begins_transaction = c.kind == sql::StatementKind::kTransactionBegin;
+  t.multi_statement = c.multi_statement;
   return t;
 }
 

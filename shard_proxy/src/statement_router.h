@@ -21,6 +21,7 @@ struct StatementTraits {
   bool begins_transaction = false;  // BEGIN / START TRANSACTION
   bool force_leader = false;        // hint route=leader
   bool copy = false;                // COPY: its data stream is not relayed
+  bool multi_statement = false;     // more than one statement in the text (simple query only)
   std::optional<uint32_t> cache_ttl_ms;
   uint64_t min_lsn = 0;  // 0: none
 };

@@ -65,6 +65,9 @@ BackendPool* Worker::pool(const ProxyUser& user, bool replica) {
     o.wait_timeout = std::chrono::milliseconds(config.pool_wait_timeout_ms);
     o.connect_timeout = std::chrono::milliseconds(config.connect_timeout_ms);
     o.gauges = services_.gauges;
+    o.max_shared = static_cast<size_t>(config.pipelined_connections);
+    o.pipeline_depth = static_cast<size_t>(config.pipeline_depth);
+    o.pipeline_stall = std::chrono::milliseconds(config.pipeline_stall_ms);
     return std::make_unique<BackendPool>(io_, o);
   };
   if (!replica) {

@@ -36,6 +36,12 @@ using testing::PgClient;
 using testing::project_binary;
 using testing::run;
 
+// A shard proxy a test starts itself, beside the cluster's.
+struct ExtraProxy {
+  pid_t pid = 0;
+  std::string config;
+};
+
 class ShardProxyTest : public ::testing::Test {
  protected:
   // `tallyctl cluster up` on the suite's directory (creates it, or restarts what is down) and
@@ -54,37 +60,60 @@ class ShardProxyTest : public ::testing::Test {
     base_ = testing::find_free_port_block(200);
     ASSERT_NO_FATAL_FAILURE(cluster_up());
     // A second proxy with a short statement timeout and a small pool, started by this test.
-    const auto& admin = manifest_.users.at("admin");
     timeout_proxy_port_ = base_ + 150;
-    std::string config = (dir_->path() / "timeout-proxy.yaml").string();
+    ASSERT_NO_FATAL_FAILURE(start_extra_proxy(
+        "timeout-proxy", timeout_proxy_port_, "pool_size: 2",
+        "  limits: {statement_timeout_ms: 500, pool_wait_timeout_ms: 300}\n", timeout_proxy_));
+    // A third, with one worker and one pipelined connection, so every concurrent read of the
+    // pipelining tests meets the others on the same worker and the same server connection.
+    pipeline_proxy_port_ = base_ + 152;
+    ASSERT_NO_FATAL_FAILURE(start_extra_proxy("pipeline-proxy", pipeline_proxy_port_,
+                                              "pool_size: 4, pipelined_connections: 1", "",
+                                              pipeline_proxy_));
+  }
+
+  // Starts a shard proxy for the leader only, one worker, md5, on `pg_port` (HTTP on pg_port + 1).
+  static void start_extra_proxy(const std::string& id, int pg_port, const std::string& backend,
+                                const std::string& more_yaml, ExtraProxy& out) {
+    const auto& admin = manifest_.users.at("admin");
+    std::string config = (dir_->path() / (id + ".yaml")).string();
     std::ofstream(config) << "shard_proxy:\n"
-                          << "  id: timeout-proxy\n  shard: \"-\"\n"
-                          << "  listen: {address: 127.0.0.1, pg_port: " << timeout_proxy_port_
-                          << ", http_port: " << base_ + 151 << "}\n"
+                          << "  id: " << id << "\n  shard: \"-\"\n"
+                          << "  listen: {address: 127.0.0.1, pg_port: " << pg_port
+                          << ", http_port: " << pg_port + 1 << "}\n"
                           << "  worker_threads: 1\n"
-                          << "  backend: {leader: \"127.0.0.1:" << leader().ports.at("pg")
-                          << "\", pool_size: 2}\n"
-                          << "  limits: {statement_timeout_ms: 500, pool_wait_timeout_ms: 300}\n"
-                          << "  auth: {method: md5, users: {" << admin.name << ": {password: \""
-                          << admin.password << "\"}}}\n";
+                          << "  backend: {leader: \"127.0.0.1:" << leader().ports.at("pg") << "\", "
+                          << backend << "}\n"
+                          << more_yaml << "  auth: {method: md5, users: {" << admin.name
+                          << ": {password: \"" << admin.password << "\"}}}\n";
     SpawnOptions spawn;
     spawn.argv = {project_binary("shard_proxy"), "--config", config};
-    spawn.log_file = dir_->path() / "timeout-proxy.log";
+    spawn.log_file = dir_->path() / (id + ".log");
     auto pid = spawn_daemon(spawn);
     ASSERT_TRUE(pid.ok()) << pid.error().message;
-    timeout_proxy_pid_ = *pid;
-    timeout_proxy_config_ = config;
+    out.pid = *pid;
+    out.config = config;
     for (int i = 0; i < 100; ++i) {
-      PgClient probe(proxy_info(timeout_proxy_port_));
+      PgClient probe(proxy_info(pg_port));
       if (probe.ok()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
 
+  // A counter's value from a proxy's /metrics (0 when absent).
+  static double metric(int http_port, const std::string& name) {
+    auto out = run({"curl", "-s", "http://127.0.0.1:" + std::to_string(http_port) + "/metrics"});
+    std::istringstream lines(out.output);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    }
+    return 0;
+  }
+
   static void TearDownTestSuite() {
-    if (timeout_proxy_pid_ > 0) {
-      (void)stop_process(timeout_proxy_pid_, timeout_proxy_config_, SIGTERM,
-                         std::chrono::seconds(5));
+    for (const ExtraProxy* p : {&timeout_proxy_, &pipeline_proxy_}) {
+      if (p->pid > 0) (void)stop_process(p->pid, p->config, SIGTERM, std::chrono::seconds(5));
     }
     run({project_binary("tallyctl"), "cluster", "down", "--dir", dir_->path().string()});
     for (const auto& p : manifest_.processes) {
@@ -120,8 +149,9 @@ class ShardProxyTest : public ::testing::Test {
   static inline int base_ = 0;
   static inline ClusterManifest manifest_;
   static inline int timeout_proxy_port_ = 0;
-  static inline pid_t timeout_proxy_pid_ = 0;
-  static inline std::string timeout_proxy_config_;
+  static inline ExtraProxy timeout_proxy_;
+  static inline int pipeline_proxy_port_ = 0;
+  static inline ExtraProxy pipeline_proxy_;
 };
 
 TEST_F(ShardProxyTest, ReadsGoToTheReplicaWritesToTheLeader) {
@@ -232,6 +262,128 @@ TEST_F(ShardProxyTest, PipelinedRequestsAreAnsweredInOrder) {
     EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
   }
   ASSERT_EQ(PQexitPipelineMode(pg), 1);
+}
+
+TEST_F(ShardProxyTest, ConcurrentReadsShareAPipelinedConnectionAndKeepTheirOwnAnswers) {
+  // Eight clients on one worker: their autocommit reads ride one pipelined server connection.
+  // Each must get its own answer, in all three ways of asking, and one client's errors (a
+  // division by zero every eighth read) must not touch anyone's next read.
+  const int http = pipeline_proxy_port_ + 1;
+  double pipelined_before = metric(http, "tally_shard_proxy_pipelined_requests_total");
+  double behind_before = metric(http, "tally_shard_proxy_pipelined_behind_total");
+  constexpr int kClients = 8;
+  constexpr int kRounds = 300;
+  std::vector<std::string> failures(kClients);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&, t] {
+      PgClient c(proxy_info(pipeline_proxy_port_));
+      if (!c.ok()) {
+        failures[t] = "connect: " + c.error();
+        return;
+      }
+      if (std::string r = c.prepare("times", "SELECT $1::int * 7", 1); r != "OK") {
+        failures[t] = "prepare: " + r;
+        return;
+      }
+      for (int i = 0; i < kRounds; ++i) {
+        int v = t * 100000 + i;
+        std::string got, want;
+        switch (i % 4) {
+          case 0:
+            got = c.exec_prepared("times", {std::to_string(v)});
+            want = std::to_string(v * 7);
+            break;
+          case 1:
+            got = c.query("SELECT " + std::to_string(v) + " + 1");
+            want = std::to_string(v + 1);
+            break;
+          case 2:
+            got = c.query_params("SELECT $1::text || 'x'", {std::to_string(v)});
+            want = std::to_string(v) + "x";
+            break;
+          default:
+            got = c.query("SELECT 100 / (" + std::to_string(i % 8) + " - 3)");
+            want = i % 8 == 3 ? "ERROR 22012" : std::to_string(100 / (i % 8 - 3));
+            got = got.substr(0, want.size());
+            break;
+        }
+        if (got != want) {
+          failures[t] = "client " + std::to_string(t) + " round " + std::to_string(i) + ": got '" +
+                        got + "', want '" + want + "'";
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& f : failures) EXPECT_EQ(f, "");
+  EXPECT_GT(metric(http, "tally_shard_proxy_pipelined_requests_total"), pipelined_before);
+  // Some reads were sent while others were in flight on the same connection: pipelining happened.
+  EXPECT_GT(metric(http, "tally_shard_proxy_pipelined_behind_total"), behind_before);
+}
+
+TEST_F(ShardProxyTest, ASlowPipelinedReadDoesNotHoldUpTheReadsAfterIt) {
+  PgClient locker(manifest_.conninfo(leader(), "admin"));
+  PgClient watcher(manifest_.conninfo(leader(), "admin"));
+  ASSERT_TRUE(locker.ok() && watcher.ok());
+  ASSERT_EQ(locker.query("CREATE TABLE IF NOT EXISTS pipeline_lock_probe (x int)"), "OK");
+  {
+    // Two reads in a row: the second finds the first's idle connection and makes it the shared one.
+    PgClient warm(proxy_info(pipeline_proxy_port_));
+    ASSERT_EQ(warm.query("SELECT 1"), "1");
+    ASSERT_EQ(warm.query("SELECT 2"), "2");
+  }
+  const int http = pipeline_proxy_port_ + 1;
+  double pipelined_before = metric(http, "tally_shard_proxy_pipelined_requests_total");
+  ASSERT_EQ(locker.query("BEGIN"), "OK");
+  ASSERT_EQ(locker.query("LOCK TABLE pipeline_lock_probe IN ACCESS EXCLUSIVE MODE"), "OK");
+  std::atomic<bool> slow_done{false};
+  std::string slow_result;
+  std::thread slow([&] {
+    PgClient c(proxy_info(pipeline_proxy_port_));
+    slow_result = c.query("SELECT count(*) FROM pipeline_lock_probe");
+    slow_done = true;
+  });
+  bool blocked = false;
+  for (int i = 0; i < 200 && !blocked; ++i) {
+    blocked = watcher.query(
+                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                  "query LIKE '%pipeline_lock_probe%'") == "1";
+    if (!blocked) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(blocked) << "the slow read never waited for the lock";
+  // The slow read went out on the shared connection, and sits first in its line.
+  EXPECT_EQ(metric(http, "tally_shard_proxy_pipelined_requests_total"), pipelined_before + 1);
+  // Reads after it, on the same worker: answered while it still waits, not queued behind it.
+  PgClient quick(proxy_info(pipeline_proxy_port_));
+  ASSERT_TRUE(quick.ok());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(quick.query("SELECT " + std::to_string(i)), std::to_string(i));
+  }
+  EXPECT_FALSE(slow_done.load());
+  ASSERT_EQ(locker.query("COMMIT"), "OK");
+  slow.join();
+  EXPECT_EQ(slow_result, "0");
+}
+
+TEST_F(ShardProxyTest, TransactionsGetThePipelinedConnectionBackWhenThePoolIsFull) {
+  {
+    PgClient warm(proxy_info(pipeline_proxy_port_));
+    ASSERT_EQ(warm.query("SELECT 1"), "1");
+    ASSERT_EQ(warm.query("SELECT 2"), "2");
+  }
+  // Pool size 4 on one worker, one of them shared: four open transactions need all four.
+  std::vector<std::unique_ptr<PgClient>> holders;
+  for (int i = 0; i < 4; ++i) {
+    holders.push_back(std::make_unique<PgClient>(proxy_info(pipeline_proxy_port_)));
+    ASSERT_TRUE(holders.back()->ok());
+    EXPECT_EQ(holders.back()->query("BEGIN"), "OK");
+    EXPECT_EQ(holders.back()->query("SELECT 10 + " + std::to_string(i)), std::to_string(10 + i));
+  }
+  for (auto& h : holders) EXPECT_EQ(h->query("COMMIT"), "OK");
+  PgClient after(proxy_info(pipeline_proxy_port_));
+  EXPECT_EQ(after.query("SELECT 3"), "3");
 }
 
 TEST_F(ShardProxyTest, CancelRequestStopsTheRunningStatement) {
