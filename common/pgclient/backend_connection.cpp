@@ -1,5 +1,6 @@
 #include "common/pgclient/backend_connection.h"
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
 namespace tally {
@@ -198,6 +199,10 @@ void BackendConnection::flush() {
         asio::posix::stream_descriptor::wait_write,
         [self = shared_from_this()](boost::system::error_code ec) {
           self->write_waiting_ = false;
+          if (ec == asio::error::operation_aborted && !self->broken_) {
+            self->flush();  // cancelled (see finish_front): send whatever is still queued
+            return;
+          }
           if (ec) {
             self->fail_all(make_error(ErrorCode::kUnavailable,
                                       "connection to " + self->node_ + " lost: " + ec.message()));
@@ -221,6 +226,10 @@ void BackendConnection::start_reading() {
   socket_->async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](
                                                                      boost::system::error_code ec) {
     self->reading_ = false;
+    if (ec == asio::error::operation_aborted && !self->broken_) {
+      self->start_reading();  // cancelled while idle (see finish_front); maybe needed again
+      return;
+    }
     if (ec) {
       self->fail_all(make_error(ErrorCode::kUnavailable,
                                 "connection to " + self->node_ + " lost: " + ec.message()));
@@ -318,6 +327,12 @@ void BackendConnection::finish_front(Status status) {
   touch();
   // The sink may start its next exchange on this connection from here: it queues behind the rest.
   sink->on_exchange_done(std::move(status));
+  if (queue_.empty() && reading_ && socket_) {
+    // Nothing is expected any more: a wait left from reading ahead must not keep this connection
+    // (and its server backend) alive after its pool has let it go.
+    boost::system::error_code ignored;
+    socket_->cancel(ignored);
+  }
 }
 
 void BackendConnection::fail_all(Error error) {
