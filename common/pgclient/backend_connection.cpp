@@ -174,7 +174,8 @@ void BackendConnection::run_exchange(ResultSink& sink) {
     flush();  // the only request: out now
     return;
   }
-  // Others are in flight: what this turn of the io_context queues goes out in one send.
+  // Others are in flight and a read is already awaited: only push out what PQpipelineSync could
+  // not send (a full socket), once per turn of the io_context.
   if (flush_posted_) return;
   flush_posted_ = true;
   asio::post(io_, [self = shared_from_this()]() {

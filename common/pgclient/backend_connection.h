@@ -63,7 +63,8 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   // in pipeline mode at PGRES_PIPELINE_SYNC, otherwise when libpq has no more results.
   // `sink` must stay alive until on_exchange_done. In pipeline mode an exchange may be started
   // while others are in flight (their PQsend* calls and sync were issued before this one's): its
-  // results come after theirs. Requests queued in one turn of the io_context go out in one send.
+  // results come after theirs. (libpq 15's PQpipelineSync sends at once, so each exchange is its
+  // own send; what is shared is the server's wake-up and this side's receives.)
   void run_exchange(ResultSink& sink);
   // Exchanges started and not yet done, and when the oldest of them started.
   size_t in_flight() const { return queue_.size(); }

@@ -3,8 +3,8 @@
 // Connections are leased exclusively (transaction pooling: for one transaction, then returned);
 // at most max_size exist; requests beyond that wait in FIFO order up to wait_timeout and then fail
 // with a clear error instead of piling up. Up to max_shared of them may instead be shared: many
-// clients' self-contained autocommit reads pipelined on one connection, so one send, one wake-up
-// of the server and one receive serve several requests. A new address (a failover) retires every
+// clients' self-contained autocommit reads pipelined on one connection, so one wake-up of the
+// server and one receive here serve several requests. A new address (a failover) retires every
 // connection to the old one. Thread: only the owning worker's io_context thread calls it.
 #pragma once
 
