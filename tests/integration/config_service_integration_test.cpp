@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -126,6 +127,22 @@ class ConfigServiceTest : public ::testing::Test {
   }
   static std::vector<const ManifestProcess*> config_services() {
     return manifest_.with_role("config_service");
+  }
+  // The last lines of every config_service's log, for failure messages: its decisions say why a
+  // failover did or did not happen (a test that fails under load must say what the service saw).
+  static std::string config_service_log_tails(size_t lines = 15) {
+    std::string out;
+    for (const auto* p : config_services()) {
+      std::ifstream in(p->log);
+      std::deque<std::string> tail;
+      for (std::string line; std::getline(in, line);) {
+        tail.push_back(line);
+        if (tail.size() > lines) tail.pop_front();
+      }
+      out += "\n--- " + p->name + " (" + p->log + "), last lines:\n";
+      for (const auto& l : tail) out += l + "\n";
+    }
+    return out;
   }
   // The config_service instances that say they lead right now.
   static std::vector<const ManifestProcess*> leaders() {
@@ -414,7 +431,8 @@ TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
   ASSERT_EQ(kill(postmaster_pid(*old_leader), SIGKILL), 0);
   ASSERT_TRUE(wait_for([&] { return writes.first_ok_started_after(t_kill).has_value(); },
                        std::chrono::seconds(30)))
-      << "writes never came back: " << writes.last_error();
+      << "writes never came back: " << writes.last_error() << "\nshard record: sync "
+      << record().sync << ", leader " << record().leader << config_service_log_tails();
   double unavailable = seconds_between(t_kill, *writes.first_ok_started_after(t_kill));
   std::printf("MEASURED failover: writes accepted again %.2f s after kill -9 of the leader\n",
               unavailable);
