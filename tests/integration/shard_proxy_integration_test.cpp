@@ -484,7 +484,54 @@ TEST_F(ShardProxyTest, PoolExhaustionEndsInAClearErrorNotAPileUp) {
 
 TEST_F(ShardProxyTest, ReplicaDownReadsGoToTheLeaderWithoutErrors) {
   const ManifestProcess& r = replica();
+  ASSERT_TRUE(eventually("SELECT pg_is_in_recovery()", "t"));
+  // Readers on kept connections, busy while the replica's server connections break under them
+  // and then while the replica dies: several of their reads are in flight on the same pipelined
+  // replica connection when it breaks, and each must be replayed on the leader, not answered with
+  // an error.
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::vector<std::string> reader_errors(6);
+  std::vector<std::thread> readers;
+  for (size_t t = 0; t < reader_errors.size(); ++t) {
+    readers.emplace_back([&, t] {
+      PgClient c(proxy());
+      if (c.prepare("probe", "SELECT count(*) >= $1 FROM channels", 1) != "OK") {
+        reader_errors[t] = "prepare failed: " + c.error();
+        return;
+      }
+      for (int i = 0; !stop; ++i) {
+        std::string v = i % 2 == 0 ? c.exec_prepared("probe", {"0"})
+                                   : c.query("SELECT count(*) >= 0 FROM channels");
+        if (v != "t") {
+          reader_errors[t] = "read " + std::to_string(i) + ": " + v;
+          return;
+        }
+        ++reads;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Orphaned backends of a killed postmaster keep serving a busy connection for a while, so the
+  // kill alone rarely breaks a connection mid-pipeline: terminate the proxy's backends first.
+  PgClient replica_admin(manifest_.conninfo(r, "admin"));
+  ASSERT_TRUE(replica_admin.ok()) << replica_admin.error();
+  const int before_terminate = reads.load();
+  EXPECT_NE(replica_admin.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE backend_type = 'client backend' AND "
+                                "pid <> pg_backend_pid()"),
+            "0");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const int before_kill = reads.load();
   ASSERT_TRUE(stop_process(r.pid, r.data_dir, SIGKILL, std::chrono::seconds(5)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  stop = true;
+  for (auto& th : readers) th.join();
+  for (const auto& e : reader_errors) EXPECT_EQ(e, "");
+  EXPECT_GT(before_terminate, 0);
+  EXPECT_GT(before_kill, before_terminate) << "no read was answered after the terminations";
+  EXPECT_GT(reads.load(), before_kill) << "no read was answered after the replica died";
+  // And fresh connections, one read each, while it stays down.
   int errors = 0;
   std::string first_error;
   for (int i = 0; i < 30; ++i) {
