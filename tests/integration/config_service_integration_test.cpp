@@ -420,7 +420,20 @@ TEST_F(ConfigServiceTest, D2_FrozenReplicaIsDownWithinSecondsAndComesBack) {
 }
 
 TEST_F(ConfigServiceTest, E_FailoverLosesNoAcknowledgedWrite) {
-  ASSERT_TRUE(wait_for([&] { return record().sync; }, std::chrono::seconds(20)));
+  // Start from a steady shard: after D2's frozen replica, sync may come back while the replica is
+  // still settling. Both nodes healthy and sync on for a whole second, twice in a row.
+  auto steady = [&] {
+    auto h = health();
+    return record().sync && h && h->leader.ok && h->replica.ok;
+  };
+  bool settled = false;
+  for (int i = 0; i < 20 && !settled; ++i) {
+    ASSERT_TRUE(wait_for(steady, std::chrono::seconds(20))) << config_service_log_tails();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    settled = steady();
+  }
+  ASSERT_TRUE(settled) << "the shard never stayed healthy with sync on for a second"
+                       << config_service_log_tails();
   ShardRecord before = record();
   const ManifestProcess* old_leader = pg_at(before.leader);
   ASSERT_NE(old_leader, nullptr);
