@@ -420,8 +420,7 @@ void ClientSession::on_query(std::string sql) {
   }
   // One autocommit read may share a pipelined connection: it goes as an unnamed extended-protocol
   // statement, whose answer (text rows) the client cannot tell from a simple query's.
-  route.shareable = traits->read_only && !traits->multi_statement && !traits->begins_transaction &&
-                    !traits->session_state && !lease_ && !dirty_;
+  route.shareable = traits->pipelinable() && !lease_ && !dirty_;
   run_on_server(route, [this, sql = std::move(sql),
                         pipelined = route.shareable](BackendPool::Lease conn) {
     steps_.clear();
@@ -610,8 +609,7 @@ void ClientSession::on_sync() {
       }
       if (traits->session_state) dirty_ = true;
       all_reads = all_reads && traits->read_only && !traits->force_leader;
-      all_shareable = all_shareable && traits->read_only && !traits->begins_transaction &&
-                      !traits->session_state;
+      all_shareable = all_shareable && traits->pipelinable();
       route.min_lsn = std::max(route.min_lsn, traits->min_lsn);
       if (traits->cache_ttl_ms && traits->read_only) {
         ttl = ttl ? std::min(*ttl, *traits->cache_ttl_ms) : *traits->cache_ttl_ms;

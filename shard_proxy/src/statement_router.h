@@ -24,6 +24,12 @@ struct StatementTraits {
   bool multi_statement = false;     // more than one statement in the text (simple query only)
   std::optional<uint32_t> cache_ttl_ms;
   uint64_t min_lsn = 0;  // 0: none
+
+  // One sure read that starts no transaction and touches no session state: in autocommit it may
+  // share a pipelined server connection with other clients' reads.
+  bool pipelinable() const {
+    return read_only && !begins_transaction && !session_state && !multi_statement;
+  }
 };
 
 // Errors: a malformed hint (kInvalidArgument, sent to the client as 22023).
