@@ -170,18 +170,9 @@ void BackendConnection::run_exchange(ResultSink& sink) {
     fail_all(make_error(ErrorCode::kUnavailable, "connection to " + node_ + " lost"));
     return;
   }
-  if (queue_.size() == 1 && !reading_) {
-    flush();  // the only request: out now
-    return;
-  }
-  // Others are in flight and a read is already awaited: only push out what PQpipelineSync could
-  // not send (a full socket), once per turn of the io_context.
-  if (flush_posted_) return;
-  flush_posted_ = true;
-  asio::post(io_, [self = shared_from_this()]() {
-    self->flush_posted_ = false;
-    self->flush();
-  });
+  // PQpipelineSync / PQsendQuery have already sent what fits; flush() pushes out the rest (a full
+  // socket) and makes sure the answer is awaited. With nothing left it makes no syscall.
+  flush();
 }
 
 void BackendConnection::flush() {

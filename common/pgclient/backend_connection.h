@@ -129,7 +129,6 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   std::deque<Pending> queue_;
   bool reading_ = false;        // a wait for readability is outstanding
   bool write_waiting_ = false;  // a wait for writability (the rest of a send) is outstanding
-  bool flush_posted_ = false;   // a flush of what this turn queued is posted
   bool broken_ = false;
   bool retired_ = false;
   bool shared_ = false;
