@@ -1,5 +1,8 @@
 #include "common/pgclient/backend_connection.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
@@ -11,20 +14,39 @@ BackendConnection::BackendConnection(asio::io_context& io, std::string conninfo,
     : io_(io), conninfo_(std::move(conninfo)), node_(std::move(node)), connect_timer_(io) {}
 
 BackendConnection::~BackendConnection() {
-  // The descriptor must not close libpq's socket: PQfinish does, and says goodbye first.
+  // Our duplicate goes first (deregistered, then closed); PQfinish then says goodbye on libpq's.
   detach_socket();
 }
 
+namespace {
+
+// True when descriptors `a` and `b` name the same socket (not merely the same number).
+bool same_socket(int a, int b) {
+  struct stat sa {};
+  struct stat sb {};
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
 void BackendConnection::attach_socket() {
+  // Asio watches a duplicate of libpq's descriptor, never libpq's own number. libpq closes its
+  // socket by itself when the server goes away, and the kernel gives that number to the next
+  // socket opened, often a replacement connection; deregistering the old number later would
+  // silence the new socket (it never heard from its server again). Our duplicate keeps the old
+  // socket, and so its number, ours until we let go of it.
   int fd = conn_ ? PQsocket(conn_.get()) : -1;
-  if (socket_ && socket_->is_open() && socket_->native_handle() == fd) return;
+  if (socket_ && fd >= 0 && same_socket(fd, socket_->native_handle())) return;
   detach_socket();
   if (fd < 0) return;
-  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+  int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return;  // out of descriptors: callers treat a missing socket as a lost connection
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, own);
 }
 
 void BackendConnection::detach_socket() {
-  if (socket_ && socket_->is_open()) socket_->release();
+  // Closing an assigned descriptor deregisters it from the reactor first, then closes it.
   socket_.reset();
 }
 

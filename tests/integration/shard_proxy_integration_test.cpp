@@ -23,6 +23,7 @@
 
 #include "common/cluster/cluster_manifest.h"
 #include "common/core/clock.h"
+#include "common/pgclient/backend_connection.h"
 #include "common/process/child_process.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
@@ -545,6 +546,72 @@ TEST_F(ShardProxyTest, ReplicaDownReadsGoToTheLeaderWithoutErrors) {
   EXPECT_EQ(c.query("SELECT pg_is_in_recovery()"), "f");
   ASSERT_NO_FATAL_FAILURE(cluster_up());  // the restart path: starts the replica again
   EXPECT_TRUE(eventually("SELECT pg_is_in_recovery()", "t", 150)) << "reads never returned";
+}
+
+// Records how one exchange on a BackendConnection ended.
+class RecordingSink : public ResultSink {
+ public:
+  void on_result(const PGresult* /*result*/) override {}
+  void on_exchange_done(Status status) override {
+    done = true;
+    ok = status.ok();
+  }
+  bool done = false;
+  bool ok = false;
+};
+
+// When a server ends a connection, libpq closes its socket on its own, and the kernel hands that
+// descriptor number to the next socket opened, typically a replacement connection opened at once
+// (a read replayed on the leader). Letting go of the broken connection afterwards must not touch
+// the new socket's registration in the event loop: it did (the stale number was deregistered), and
+// the new connection then never heard from its server and timed out. Seen in CI as "connecting to
+// leader ... timed out after 2000 ms" right after the replica-down test.
+TEST_F(ShardProxyTest, ADroppedServerConnectionLeavesTheSocketThatReusesItsNumberAlone) {
+  boost::asio::io_context io;
+  auto run_until = [&io](const bool& flag) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!flag && std::chrono::steady_clock::now() < deadline) {
+      io.restart();
+      io.run_one_for(std::chrono::milliseconds(20));
+    }
+  };
+  const std::string info = manifest_.conninfo(leader(), "admin");
+  auto dropped = std::make_shared<BackendConnection>(io, info, "leader");
+  bool connected = false;
+  Status first = ok_status();
+  dropped->connect(std::chrono::seconds(5), [&](Status s) {
+    first = std::move(s);
+    connected = true;
+  });
+  run_until(connected);
+  ASSERT_TRUE(connected && first.ok()) << (first.ok() ? "no answer" : first.error().message);
+  const int old_fd = PQsocket(dropped->pg());
+  PgClient admin(info);
+  ASSERT_EQ(
+      admin.query("SELECT pg_terminate_backend(" + std::to_string(dropped->backend_pid()) + ")"),
+      "t");
+  // The next exchange finds the connection gone; libpq closes its socket.
+  ASSERT_EQ(PQsendQuery(dropped->pg(), "SELECT 1"), 1);
+  RecordingSink sink;
+  dropped->run_exchange(sink);
+  run_until(sink.done);
+  ASSERT_TRUE(sink.done);
+  EXPECT_FALSE(sink.ok);
+  ASSERT_EQ(PQsocket(dropped->pg()), -1) << "libpq kept its socket: the case is not exercised";
+
+  // A replacement connects on the freed number; the broken one is let go while it connects.
+  auto replacement = std::make_shared<BackendConnection>(io, info, "leader");
+  bool replaced = false;
+  Status second = ok_status();
+  replacement->connect(std::chrono::seconds(3), [&](Status s) {
+    second = std::move(s);
+    replaced = true;
+  });
+  EXPECT_EQ(PQsocket(replacement->pg()), old_fd) << "the kernel gave another number";
+  dropped.reset();
+  run_until(replaced);
+  ASSERT_TRUE(replaced);
+  EXPECT_TRUE(second.ok()) << second.error().message;
 }
 
 TEST_F(ShardProxyTest, LeaderChangeThroughZooKeeperTakesEffectWithoutRestart) {
