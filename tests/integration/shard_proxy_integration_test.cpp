@@ -575,16 +575,25 @@ TEST_F(ShardProxyTest, ADroppedServerConnectionLeavesTheSocketThatReusesItsNumbe
       io.run_one_for(std::chrono::milliseconds(20));
     }
   };
+  struct Connecting {
+    std::shared_ptr<BackendConnection> conn;
+    bool done = false;
+    Status status = ok_status();
+  };
   const std::string info = manifest_.conninfo(leader(), "admin");
-  auto dropped = std::make_shared<BackendConnection>(io, info, "leader");
-  bool connected = false;
-  Status first = ok_status();
-  dropped->connect(std::chrono::seconds(5), [&](Status s) {
-    first = std::move(s);
-    connected = true;
-  });
-  run_until(connected);
-  ASSERT_TRUE(connected && first.ok()) << (first.ok() ? "no answer" : first.error().message);
+  auto start_connect = [&](Connecting& c, std::chrono::milliseconds timeout) {
+    c.conn = std::make_shared<BackendConnection>(io, info, "leader");
+    c.conn->connect(timeout, [&c](Status s) {
+      c.status = std::move(s);
+      c.done = true;
+    });
+  };
+  Connecting first;
+  start_connect(first, std::chrono::seconds(5));
+  run_until(first.done);
+  ASSERT_TRUE(first.done && first.status.ok())
+      << (first.status.ok() ? "no answer" : first.status.error().message);
+  auto dropped = std::move(first.conn);
   const int old_fd = PQsocket(dropped->pg());
   PgClient admin(info);
   ASSERT_EQ(
@@ -600,18 +609,13 @@ TEST_F(ShardProxyTest, ADroppedServerConnectionLeavesTheSocketThatReusesItsNumbe
   ASSERT_EQ(PQsocket(dropped->pg()), -1) << "libpq kept its socket: the case is not exercised";
 
   // A replacement connects on the freed number; the broken one is let go while it connects.
-  auto replacement = std::make_shared<BackendConnection>(io, info, "leader");
-  bool replaced = false;
-  Status second = ok_status();
-  replacement->connect(std::chrono::seconds(3), [&](Status s) {
-    second = std::move(s);
-    replaced = true;
-  });
-  EXPECT_EQ(PQsocket(replacement->pg()), old_fd) << "the kernel gave another number";
+  Connecting replacement;
+  start_connect(replacement, std::chrono::seconds(3));
+  EXPECT_EQ(PQsocket(replacement.conn->pg()), old_fd) << "the kernel gave another number";
   dropped.reset();
-  run_until(replaced);
-  ASSERT_TRUE(replaced);
-  EXPECT_TRUE(second.ok()) << second.error().message;
+  run_until(replacement.done);
+  ASSERT_TRUE(replacement.done);
+  EXPECT_TRUE(replacement.status.ok()) << replacement.status.error().message;
 }
 
 TEST_F(ShardProxyTest, LeaderChangeThroughZooKeeperTakesEffectWithoutRestart) {
