@@ -41,7 +41,8 @@ void BackendConnection::attach_socket() {
   detach_socket();
   if (fd < 0) return;
   int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0) return;  // out of descriptors: callers treat a missing socket as a lost connection
+  // Out of descriptors: no socket, so a connect ends at its timeout and an exchange as lost.
+  if (own < 0) return;
   socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, own);
 }
 
