@@ -45,6 +45,8 @@ constexpr milliseconds kLingerTimeout{2000};
 constexpr milliseconds kAcceptRetryDelay{50};
 // stop(): how long to wait for force-closed connections to go away before stopping the threads.
 constexpr milliseconds kForceCloseWait{1000};
+// How long stop() waits for the acceptor's last accept to be given back (see stop()).
+constexpr milliseconds kAcceptCloseWait{2000};
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::string json_error_body(int status, std::string_view message) {
@@ -823,7 +825,18 @@ class HttpServer::Impl {
       acceptor_.close(ec);
       accept_retry_.cancel();
       for (auto& c : core_.live_connections()) c->drain();
+      std::lock_guard accept_lock(accept_mu_);
+      acceptor_closed_ = true;
     });
+    {
+      // The pending accept holds the next connection's socket, made on one of
+      // options.connection_contexts. Left queued in io_ when the threads stop, it would be
+      // destroyed with io_, after its owner may have destroyed that context (a use after free at
+      // shutdown). Closing the acceptor aborts it; let it come back while the threads still run.
+      std::unique_lock accept_lock(accept_mu_);
+      accept_cv_.wait_for(accept_lock, kAcceptCloseWait,
+                          [this] { return acceptor_closed_ && !accept_outstanding_; });
+    }
     auto all_closed = [this] { return core_.conns.empty(); };
     bool drained;
     {
@@ -880,12 +893,21 @@ class HttpServer::Impl {
   void do_accept() {
     const auto& contexts = core_.options.connection_contexts;
     net::io_context& io = contexts.empty() ? io_ : *contexts[next_context_++ % contexts.size()];
+    {
+      std::lock_guard accept_lock(accept_mu_);
+      accept_outstanding_ = true;
+    }
     acceptor_.async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       on_accept(ec, std::move(socket));
     });
   }
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
+    {
+      std::lock_guard accept_lock(accept_mu_);
+      accept_outstanding_ = false;
+    }
+    accept_cv_.notify_all();
     if (!accepting_) {
       beast::error_code ignored;
       socket.close(ignored);
@@ -946,6 +968,12 @@ class HttpServer::Impl {
   net::steady_timer accept_retry_;
   bool accepting_ = false;   // on accept_strand_
   size_t next_context_ = 0;  // on accept_strand_: the next of options.connection_contexts
+  // Whether an async_accept is pending, and whether stop() has closed the acceptor: stop() waits
+  // for both (closed, none pending) before it stops io_.
+  std::mutex accept_mu_;
+  std::condition_variable accept_cv_;
+  bool accept_outstanding_ = false;  // guarded by accept_mu_
+  bool acceptor_closed_ = false;     // guarded by accept_mu_
   std::vector<std::thread> threads_;
 };
 

@@ -16,7 +16,9 @@
 // - Requests on one connection are handled one at a time, in order: pipelined requests are read,
 //   handled and answered in the order they arrived.
 // - With options.connection_contexts, connections (their strands, handlers and responses) run on
-//   those io_contexts instead of the server's own threads.
+//   those io_contexts instead of the server's own threads. Those contexts must outlive stop();
+//   after stop() nothing of the server's own refers to them any more, so they may be destroyed
+//   before the server (whose connections they destroy still reach it: destroy them first).
 // - post() runs a function on one of the server's threads (not on a connection strand); functions
 //   posted after stop() never run. io_context() exposes the same threads to services that use Asio
 //   themselves (include <boost/asio/io_context.hpp> for the full type).
