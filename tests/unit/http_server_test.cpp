@@ -503,9 +503,8 @@ TEST_F(HttpServerTest, ConnectionContextsMayBeDestroyedBeforeTheStoppedServer) {
     HttpServerOptions o = test_options();
     o.connection_contexts = {ctx.get()};
     auto server = std::make_unique<HttpServer>(o);
-    server->route("GET", "/x", [](HttpRequest&&, Responder respond) {
-      respond(HttpResponse::text(200, "ok"));
-    });
+    server->route("GET", "/x",
+                  [](HttpRequest&&, Responder respond) { respond(HttpResponse::text(200, "ok")); });
     ASSERT_TRUE(server->start().ok());
     if (round % 2 == 0) {  // with and without a connection served before the stop
       auto r = get(server->port(), "/x");
