@@ -19,6 +19,9 @@ cluster's config with `cache: {stats_ttl_ms: 0}`, and then drives, interleaved p
 Throughput is requests (transactions) per second; p50/p99 come from wrk's latency histogram and
 pgbench's per-transaction logs. Every figure is the median over the repeats; the ratios are
 rest/direct. The machine is small and shared: compare ratios of one run, not absolute numbers.
+A second table splits each target's CPU per request between the load generator, the cluster
+proxy under test, the shard proxies, PostgreSQL (leaders and replicas with their backends) and
+the rest of the machine: on a few shared cores those microseconds decide the ratios.
 A target not met is reported, not a failure: exit 0 when the benchmark ran, 1 when the set-up
 failed, 2 on bad arguments, 130 when interrupted.
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -49,6 +53,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from proc_cpu import machine_busy_s, tree_cpu_s
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_BLOCK = 200
@@ -338,6 +344,38 @@ class RunResult:
     p50_ms: Optional[float] = None
     p99_ms: Optional[float] = None
     error: Optional[str] = None
+    requests: Optional[int] = None
+    cpu_us: Dict[str, float] = field(default_factory=dict)  # CPU per request, by participant
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU per request: on 2 shared cores every participant's CPU is taken from the others, so the
+# ratio to direct is set by how many microseconds each one spends per request.
+
+CPU_PARTS = ["load generator", "cluster proxy", "shard proxies", "postgres", "rest of machine"]
+
+
+def cpu_snapshot(env: "Env", proxy_pid: Optional[int]) -> Dict[str, float]:
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk / pgbench once waited for
+    pg = [p["pid"] for p in env.processes("pg_leader") + env.processes("pg_replica")]
+    return {
+        "load generator": kids.ru_utime + kids.ru_stime,
+        "cluster proxy": tree_cpu_s([proxy_pid]) if proxy_pid else 0.0,
+        "shard proxies": tree_cpu_s([p["pid"] for p in env.processes("shard_proxy")]),
+        "postgres": tree_cpu_s(pg),
+        "machine": machine_busy_s(),
+    }
+
+
+def with_cpu(env: "Env", proxy_pid: Optional[int], run) -> RunResult:
+    before = cpu_snapshot(env, proxy_pid)
+    r = run()
+    after = cpu_snapshot(env, proxy_pid)
+    if r.requests:
+        d = {k: (after[k] - before[k]) * 1e6 / r.requests for k in before}
+        d["rest of machine"] = d.pop("machine") - sum(d.values())
+        r.cpu_us = d
+    return r
 
 
 def wrk_run(env: Env, port: int, videos: int, connections: int, seconds: int) -> RunResult:
@@ -355,7 +393,7 @@ def wrk_run(env: Env, port: int, videos: int, connections: int, seconds: int) ->
         return RunResult(error=(r.stderr or r.stdout).strip()[:300] or "wrk printed no result")
     d = json.loads(line[len("RESULT "):])
     res = RunResult(tps=d["requests"] / (d["duration_us"] / 1e6), p50_ms=d["p50_us"] / 1000.0,
-                    p99_ms=d["p99_us"] / 1000.0)
+                    p99_ms=d["p99_us"] / 1000.0, requests=int(d["requests"]))
     errors = sum(d[k] for k in ("connect", "read", "write", "status", "timeout"))
     if errors:
         res.error = f"{errors} errors (non-2xx {d['status']}, timeouts {d['timeout']})"
@@ -383,7 +421,7 @@ def pgbench_direct(env: Env, script: Path, connections: int, seconds: int, tag: 
                "--log", f"--log-prefix={logdir / 'tx'}"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, env=env.pg_env(), cwd=logdir))
-    res = RunResult(tps=0.0)
+    res = RunResult(tps=0.0, requests=0)
     for p in procs:
         try:
             out, err = p.communicate(timeout=seconds + 120)
@@ -398,6 +436,8 @@ def pgbench_direct(env: Env, script: Path, connections: int, seconds: int, tag: 
             line = line.strip()
             if line.startswith("tps =") and tps is None:
                 tps = float(line.split("=")[1].split()[0])
+            elif line.startswith("number of transactions actually processed:"):
+                res.requests += int(line.split(":")[1].split("/")[0])
             elif line.startswith("number of failed transactions:"):
                 failed = int(line.split(":")[1].split()[0])
         if p.returncode != 0 or tps is None or failed or "aborted" in out + err:
@@ -444,16 +484,30 @@ def build_report(args, env: Env, results: Dict[str, List[RunResult]], markdown: 
     out = [f"cluster_proxy bench: 2 shards, {args.videos} videos, Zipf s={ZIPF_S}, "
            f"{args.connections} connections, {args.duration} s x {args.repeats} repeats "
            f"(medians), range {iso(RANGE_START_MS)}..{iso(RANGE_END_MS)}"]
-    if markdown:
+    out += table(headers, rows, markdown)
+    cpu_rows = []
+    for name, runs in results.items():
+        ok = [r for r in runs if r.error is None and r.cpu_us]
+        if not ok:
+            continue
+        parts = [statistics.median(r.cpu_us[k] for r in ok) for k in CPU_PARTS]
+        cpu_rows.append([name] + [f"{v:.1f}" for v in parts] + [f"{sum(parts):.1f}"])
+    if cpu_rows:
         out.append("")
-        out.append("| " + " | ".join(headers) + " |")
-        out.append("|" + "|".join("---" for _ in headers) + "|")
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-        out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        out.append(f"CPU per request, microseconds (medians; {os.cpu_count()} CPUs; from /proc: "
+                   "each process with its threads and children, the load generator from "
+                   "rusage, the rest of the machine from /proc/stat)")
+        out += table(["target"] + CPU_PARTS + ["total"], cpu_rows, markdown)
     return "\n".join(out)
+
+
+def table(headers: List[str], rows: List[List[str]], markdown: bool) -> List[str]:
+    if markdown:
+        return ["", "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"] + \
+            ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    return ["  ".join(h.ljust(w) for h, w in zip(headers, widths))] + \
+        ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
 
 
 def parse_args(argv: List[str]):
@@ -513,6 +567,8 @@ def main(argv: List[str]) -> int:
         nocache_port = start_nocache_proxy(env)
         script = tmp / "direct.sql"
         script.write_text(f"\\set vid random_zipfian(1, {args.videos}, {ZIPF_S})\n{direct_sql()}\n")
+        proxy_pid = {"rest cache on": env.processes("cluster_proxy")[0]["pid"],
+                     "rest cache off": env.extra_procs[-1].pid, "sql direct": None}
         targets = {
             "rest cache on": lambda s, t: wrk_run(env, env.rest_port(), args.videos,
                                                   args.connections, s),
@@ -529,6 +585,7 @@ def main(argv: List[str]) -> int:
                 port = start_extra_proxy(env, Path(args.baseline_proxy), offset, ttl,
                                          f"baseline-{ttl}")
                 name = f"baseline cache {'on' if ttl else 'off'}"
+                proxy_pid[name] = env.extra_procs[-1].pid
                 targets[name] = (lambda p: lambda s, t: wrk_run(env, p, args.videos,
                                                                 args.connections, s))(port)
         results: Dict[str, List[RunResult]] = {name: [] for name in targets}
@@ -536,7 +593,8 @@ def main(argv: List[str]) -> int:
         for rep in range(args.repeats):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
-                r = targets[name](args.duration, f"{name.replace(' ', '-')}-{rep}")
+                r = with_cpu(env, proxy_pid[name],
+                             lambda: targets[name](args.duration, f"{name.replace(' ', '-')}-{rep}"))
                 log(f"repeat {rep + 1}/{args.repeats} {name}: "
                     f"{fmt(r.tps, '.0f')} req/s, p50 {fmt(r.p50_ms, '.2f')} ms, "
                     f"p99 {fmt(r.p99_ms, '.2f')} ms" + (f", ERROR {r.error}" if r.error else ""))
