@@ -25,7 +25,7 @@ mkdir -p "$REPORTS"
 # As root, tallyctl runs the servers as the `tally` account: they must be able to write here too.
 chmod 1777 "$REPORTS"
 # log_path: every instrumented process (test binaries, servers, tallyctl) writes its report to
-# $REPORTS/<name>.<pid>, so a server's report is seen even when it does not fail its test.
+# $REPORTS/{asan,ubsan,tsan}.<pid>, so a server's report is seen even when it does not fail its test.
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$REPORTS/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$REPORTS/ubsan"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$REPORTS/tsan"
