@@ -1,8 +1,5 @@
 #include "processor/src/dead_letter.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -12,7 +9,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "processor/src/log_segment.h"
+#include "processor/src/durable_file.h"
 
 namespace tally::processor {
 
@@ -64,21 +61,9 @@ Result<std::string> write_dead_letter(const std::filesystem::path& dir, const De
     name = base_name(letter, n);
     if (!std::filesystem::exists(dir / name)) break;
   }
-  const auto file = dir / name;
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return io_error("create", tmp);
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fdatasync(fd) == 0;
-  Error e = io_error("write", tmp);
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return e;
+  if (auto st = write_file_durably(dir / name, content); !st) {
+    return make_error(ErrorCode::kInternal, "dead letter: " + st.error().message);
   }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) return io_error("rename to", file);
-  if (auto st = sync_directory(dir); !st) return st.error();
   return name;
 }
 

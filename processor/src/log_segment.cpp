@@ -85,17 +85,6 @@ std::filesystem::path segment_path(const std::filesystem::path& dir, uint64_t ba
   return dir / name;
 }
 
-Status sync_directory(const std::filesystem::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return io_error("cannot open directory", dir);
-  int rc = ::fsync(fd);
-  int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) return io_error("cannot fsync directory", dir);
-  return ok_status();
-}
-
 Result<LogSegment> LogSegment::create(const std::filesystem::path& dir, uint64_t base_offset) {
   auto path = segment_path(dir, base_offset);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);

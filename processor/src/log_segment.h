@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "common/core/result.h"
+#include "processor/src/durable_file.h"
 
 namespace tally::processor {
 
@@ -37,9 +38,6 @@ DecodeStatus decode_record(std::string_view bytes, uint64_t expected_offset,
                            std::string& problem);
 
 std::filesystem::path segment_path(const std::filesystem::path& dir, uint64_t base_offset);
-
-// fsync of a directory, so a created, renamed or deleted file's entry is durable.
-Status sync_directory(const std::filesystem::path& dir);
 
 class LogSegment {
  public:
