@@ -13,7 +13,7 @@
 #include <string>
 
 #include "processor/src/crc32c.h"
-#include "processor/src/log_segment.h"
+#include "processor/src/durable_file.h"
 
 namespace tally::processor {
 
@@ -136,47 +136,45 @@ bool DedupCache::check(const DedupKey& key, int64_t position, int64_t now_ms) {
   return false;
 }
 
-Status DedupCache::save(const std::filesystem::path& file, int64_t covered_offset) const {
-  std::string out;
-  out.reserve(40 + size() * 32);
-  out.append(kMagic, sizeof(kMagic));
-  put<int64_t>(out, covered_offset);
-  put<int64_t>(out, window_ms_);
-  put<uint64_t>(out, size());
+std::string DedupCache::encode(int64_t covered_offset) const {
+  constexpr size_t kHeader = sizeof(kMagic) + 8 + 8 + 8;
+  constexpr size_t kEntry = 32;
+  constexpr size_t kAhead = 16;
   const size_t count = size();
-  for (size_t n = 0; n < count; ++n) {
-    // Each entry's position is a random probe into the table: start the one 16 entries ahead.
-    if (n + 16 < count) prefetch(ring_[(head_ + n + 16) % capacity_].key);
-    const Aged& a = ring_[(head_ + n) % capacity_];
-    put<uint64_t>(out, a.key.hi);
-    put<uint64_t>(out, a.key.lo);
-    put<int64_t>(out, slots_[find(a.key)].first_position);
-    put<int64_t>(out, a.ts_ms);
-  }
-  put<uint32_t>(out, crc32c(out.data(), out.size()));
-
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  auto fail = [&](const char* what) {
-    Error e = make_error(ErrorCode::kUnavailable,
-                         std::string(what) + " " + tmp.string() + ": " + std::strerror(errno));
-    if (fd >= 0) ::close(fd);
-    return e;
+  std::string out;
+  out.resize(kHeader + count * kEntry + 4);
+  char* p = out.data();
+  std::memcpy(p, kMagic, sizeof(kMagic));
+  p += sizeof(kMagic);
+  auto put_at = [&p](auto v) {
+    std::memcpy(p, &v, sizeof(v));  // little-endian hosts only, as put()
+    p += sizeof(v);
   };
-  if (fd < 0) return fail("cannot create");
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::write(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("cannot write");
-    done += static_cast<size_t>(n);
+  put_at(covered_offset);
+  put_at(window_ms_);
+  put_at(static_cast<uint64_t>(count));
+  // The ring in insertion order, as (at most) two contiguous runs. Each entry's position is a
+  // random probe into the table: the probe kAhead entries on is started before this one is read.
+  // This loop is the consumer's whole pause for a snapshot, so it avoids a division per entry.
+  const size_t first_run = std::min(count, capacity_ - head_);
+  auto aged = [&](size_t n) -> const Aged& {
+    return n < first_run ? ring_[head_ + n] : ring_[n - first_run];
+  };
+  for (size_t n = 0; n < count; ++n) {
+    if (n + kAhead < count) prefetch(aged(n + kAhead).key);
+    const Aged& a = aged(n);
+    put_at(a.key.hi);
+    put_at(a.key.lo);
+    put_at(slots_[find(a.key)].first_position);
+    put_at(a.ts_ms);
   }
-  if (::fdatasync(fd) != 0) return fail("cannot fdatasync");
-  ::close(fd);
-  fd = -1;
-  if (::rename(tmp.c_str(), file.c_str()) != 0) return fail("cannot rename");
-  return sync_directory(file.parent_path());
+  const uint32_t crc = crc32c(out.data(), static_cast<size_t>(p - out.data()));
+  put_at(crc);
+  return out;
+}
+
+Status DedupCache::save(const std::filesystem::path& file, int64_t covered_offset) const {
+  return write_file_durably(file, encode(covered_offset));
 }
 
 Result<int64_t> DedupCache::load(const std::filesystem::path& file) {

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -57,7 +58,10 @@ class DedupCache {
   uint64_t evicted_early() const { return evicted_early_.load(std::memory_order_relaxed); }
   size_t memory_bytes() const;
 
-  // Writes every entry and `covered_offset` (the last log offset the state includes).
+  // The snapshot of every entry and `covered_offset` (the last log offset the state includes), as
+  // load() reads it: 32 bytes per entry. Owner thread only (it reads the table).
+  std::string encode(int64_t covered_offset) const;
+  // encode() written with write_file_durably (the consumer writes its snapshots on another thread).
   Status save(const std::filesystem::path& file, int64_t covered_offset) const;
   // Replaces the state with a snapshot; returns its covered offset. kNotFound when there is no
   // file; kInternal for a damaged one (the caller then starts empty).

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/metrics/metrics_registry.h"
+#include "processor/src/durable_file.h"
 #include "processor/src/event_batch.h"
 
 namespace tally::processor {
@@ -36,6 +37,7 @@ PartitionConsumer::~PartitionConsumer() {
 }
 
 void PartitionConsumer::start(std::vector<int64_t> shard_marks) {
+  snap_thread_ = std::thread([this] { write_snapshots(); });
   thread_ =
       std::thread([this, marks = std::move(shard_marks)]() mutable { run(std::move(marks)); });
 }
@@ -43,6 +45,13 @@ void PartitionConsumer::start(std::vector<int64_t> shard_marks) {
 void PartitionConsumer::stop() {
   stopping_.store(true);
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(snap_mu_);
+    snap_stop_ = true;
+  }
+  snap_cv_.notify_all();
+  // A snapshot already handed over is still written: it is whole and makes the restart shorter.
+  if (snap_thread_.joinable()) snap_thread_.join();
 }
 
 std::string PartitionConsumer::failure() const {
@@ -57,25 +66,70 @@ void PartitionConsumer::fail(const std::string& message) {
   failure_ = message;
 }
 
-void PartitionConsumer::snapshot() {
-  int64_t covered = consumed_.load();
-  if (auto st = dedup_.save(options_.snapshot_file, covered); !st) {
-    std::fprintf(stderr, "processor: partition %d: dedup snapshot failed: %s\n", options_.partition,
-                 st.error().message.c_str());
-    return;
+bool PartitionConsumer::begin_snapshot() {
+  {
+    std::lock_guard lock(snap_mu_);
+    if (snap_busy_) return false;
   }
-  snapshot_offset_.store(covered);
-  inc(metrics_.snapshots);
-  // Below both the snapshot and every shard's mark, nothing is needed any more.
-  int64_t floor = std::min(covered, writer_.applied_through());
-  if (floor >= 0) {
-    auto deleted = log_.truncate_before(static_cast<uint64_t>(floor) + 1);
-    if (!deleted.ok()) {
-      std::fprintf(stderr, "processor: partition %d: %s\n", options_.partition,
-                   deleted.error().message.c_str());
-    } else {
-      inc(metrics_.truncated_segments, *deleted);
+  const auto started = std::chrono::steady_clock::now();
+  EncodedSnapshot snap;
+  snap.covered = consumed_.load();
+  snap.bytes = dedup_.encode(snap.covered);
+  if (metrics_.snapshot_pause_seconds != nullptr) {
+    metrics_.snapshot_pause_seconds->observe(std::chrono::steady_clock::now() - started);
+  }
+  {
+    std::lock_guard lock(snap_mu_);
+    snap_pending_ = std::move(snap);
+    snap_busy_ = true;
+  }
+  snap_cv_.notify_all();
+  return true;
+}
+
+void PartitionConsumer::write_snapshots() {
+  const SnapshotWrite write =
+      options_.write_snapshot
+          ? options_.write_snapshot
+          : SnapshotWrite([](const std::filesystem::path& file, std::string_view bytes) {
+              return write_file_durably(file, bytes);
+            });
+  while (true) {
+    EncodedSnapshot snap;
+    {
+      std::unique_lock lock(snap_mu_);
+      snap_cv_.wait(lock, [&] { return snap_pending_.has_value() || snap_stop_; });
+      if (!snap_pending_) return;
+      snap = std::move(*snap_pending_);
+      snap_pending_.reset();
     }
+    const auto started = std::chrono::steady_clock::now();
+    auto written = write(options_.snapshot_file, snap.bytes);
+    snap.bytes = std::string();  // the memory goes back before the log is trimmed
+    if (!written) {
+      inc(metrics_.snapshot_failures);
+      std::fprintf(stderr, "processor: partition %d: dedup snapshot failed: %s\n",
+                   options_.partition, written.error().message.c_str());
+    } else {
+      if (metrics_.snapshot_write_seconds != nullptr) {
+        metrics_.snapshot_write_seconds->observe(std::chrono::steady_clock::now() - started);
+      }
+      snapshot_offset_.store(snap.covered);
+      inc(metrics_.snapshots);
+      // Below both the snapshot and every shard's mark, nothing is needed any more.
+      int64_t floor = std::min(snap.covered, writer_.applied_through());
+      if (floor >= 0) {
+        auto deleted = log_.truncate_before(static_cast<uint64_t>(floor) + 1);
+        if (!deleted.ok()) {
+          std::fprintf(stderr, "processor: partition %d: %s\n", options_.partition,
+                       deleted.error().message.c_str());
+        } else {
+          inc(metrics_.truncated_segments, *deleted);
+        }
+      }
+    }
+    std::lock_guard lock(snap_mu_);
+    snap_busy_ = false;
   }
 }
 
@@ -142,10 +196,9 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
   while (!stopping_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     if (now - last_flush >= options_.flush_interval) flush();
-    if (now - last_snapshot >= options_.snapshot_interval) {
-      snapshot();
-      last_snapshot = now;
-    }
+    // While the previous snapshot is still being written, the next one waits (and is retried on
+    // every pass) rather than queueing a second copy of the cache.
+    if (now - last_snapshot >= options_.snapshot_interval && begin_snapshot()) last_snapshot = now;
     auto next = reader.next();
     if (!next.ok()) {
       fail(next.error().message);

@@ -8,17 +8,24 @@
 // batch answers `already_applied` to it and a shard that does not applies it: per shard, exactly
 // the records above its mark are applied. A mark beyond the log's end means this data directory
 // is not the one the shards saw (a lost or foreign log): the consumer refuses to run and says so.
-// Every snapshot interval the dedup cache is saved (atomically) and the log is truncated below
-// min(snapshot offset, what every shard holds) + 1.
-// Threads: start()/stop() from the owner; run() on its own thread; accessors are atomics.
+// Every snapshot interval the consumer encodes the dedup cache in memory (it pauses for that
+// only) and hands the bytes to its snapshot thread, which writes them durably and then truncates
+// the log below min(snapshot offset, what every shard holds) + 1: the disk never stalls
+// consumption. At most one snapshot is being written; the next waits for it, never queues.
+// Threads: start()/stop() from the owner; run() and the snapshot writer on their own threads;
+// accessors are atomics.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -29,9 +36,14 @@
 
 namespace tally {
 class Counter;
-}
+class Histogram;
+}  // namespace tally
 
 namespace tally::processor {
+
+// Makes a snapshot's bytes durable at a path. The default is write_file_durably; tests inject a
+// slow or failing one.
+using SnapshotWrite = std::function<Status(const std::filesystem::path&, std::string_view)>;
 
 struct ConsumerOptions {
   int partition = 0;
@@ -39,13 +51,17 @@ struct ConsumerOptions {
   size_t max_batch_rows = 50000;
   std::chrono::milliseconds snapshot_interval{10000};
   std::filesystem::path snapshot_file;
+  SnapshotWrite write_snapshot;  // empty: write_file_durably
 };
 
 struct ConsumerMetrics {
-  Counter* events = nullptr;      // events read from the log above the lowest mark
-  Counter* duplicates = nullptr;  // of those, dropped as repeated event ids
-  Counter* batches = nullptr;     // tables handed to the writer
-  Counter* snapshots = nullptr;
+  Counter* events = nullptr;                    // events read from the log above the lowest mark
+  Counter* duplicates = nullptr;                // of those, dropped as repeated event ids
+  Counter* batches = nullptr;                   // tables handed to the writer
+  Counter* snapshots = nullptr;                 // written durably
+  Counter* snapshot_failures = nullptr;         // writes that failed (the previous snapshot stays)
+  Histogram* snapshot_pause_seconds = nullptr;  // the consumer's pause to encode one
+  Histogram* snapshot_write_seconds = nullptr;  // the snapshot thread's write of one
   Counter* truncated_segments = nullptr;
 };
 
@@ -68,9 +84,18 @@ class PartitionConsumer {
   std::string failure() const;
 
  private:
+  struct EncodedSnapshot {
+    std::string bytes;
+    int64_t covered = -1;
+  };
+
   void run(std::vector<int64_t> marks);
   void fail(const std::string& message);
-  void snapshot();
+  // Consumer thread: encodes the cache and hands it over; false (nothing done) while the previous
+  // snapshot is still being written.
+  bool begin_snapshot();
+  // Snapshot thread: writes what begin_snapshot() hands over until stop().
+  void write_snapshots();
 
   PartitionLog& log_;
   CounterWriter& writer_;
@@ -84,7 +109,15 @@ class PartitionConsumer {
   std::atomic<int64_t> snapshot_offset_{-1};
   mutable std::mutex mu_;
   std::string failure_;
+
+  std::mutex snap_mu_;  // guards the three below
+  std::condition_variable snap_cv_;
+  std::optional<EncodedSnapshot> snap_pending_;
+  bool snap_busy_ = false;  // a snapshot is pending or being written
+  bool snap_stop_ = false;
+
   std::thread thread_;
+  std::thread snap_thread_;
 };
 
 }  // namespace tally::processor

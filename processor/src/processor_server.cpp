@@ -427,6 +427,15 @@ void ProcessorServer::register_metrics() {
       &r.counter("tally_processor_flushed_batches_total", "Aggregate tables handed to writers");
   consumer_metrics_.snapshots =
       &r.counter("tally_processor_dedup_snapshots_total", "Dedup snapshots written");
+  consumer_metrics_.snapshot_failures =
+      &r.counter("tally_processor_dedup_snapshot_failures_total",
+                 "Dedup snapshot writes that failed (the previous snapshot stays)");
+  consumer_metrics_.snapshot_pause_seconds =
+      &r.histogram("tally_processor_dedup_snapshot_pause_seconds",
+                   "A consumer's pause to encode its dedup cache for a snapshot");
+  consumer_metrics_.snapshot_write_seconds =
+      &r.histogram("tally_processor_dedup_snapshot_write_seconds",
+                   "Writing one dedup snapshot durably (beside the consumer, on its own thread)");
   consumer_metrics_.truncated_segments = &r.counter("tally_processor_log_segments_deleted_total",
                                                     "Log segments deleted below every mark");
 
