@@ -28,8 +28,9 @@ PACKAGES=(
   # speaks the PostgreSQL protocol differently: JDBC (extended protocol, binary results; run with
   # the JDK's `java File.java`) and psycopg2 (simple protocol, client-side parameters)
   libpostgresql-jdbc-java default-jdk-headless python3-psycopg2
-  # benchmarks (tests/bench/shard_proxy_bench.py; pgbench comes with postgresql-client-15)
-  pgbouncer libbenchmark-dev
+  # benchmarks (tests/bench/*: pgbouncer is the shard proxy's anchor, wrk drives the cluster proxy;
+  # pgbench comes with postgresql-client-15)
+  pgbouncer libbenchmark-dev wrk
   # fuzzing (scripts/fuzz.sh: libFuzzer and the sanitizer runtimes)
   clang-14 libclang-rt-14-dev
   # tests/compose/check_compose.sh validates docker-compose.yml with `docker-compose config`
