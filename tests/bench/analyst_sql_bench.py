@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the import below
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the imports below
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_proxy_bench import (SetupError, find_tool, http, percentile,  # noqa: E402
-                                 pick_base_port, run_cmd)
+from bench_support import (SetupError, find_tool, percentile, pick_base_port,  # noqa: E402
+                           run_cmd)
+from cluster_proxy_bench import http  # noqa: E402
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS

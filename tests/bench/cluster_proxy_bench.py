@@ -43,7 +43,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,10 +53,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import bench_support
+from bench_support import SetupError, find_tool, pick_base_port, run_cmd, percentile
+
 from proc_cpu import machine_busy_s, tree_cpu_s
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_BLOCK = 200
 NOCACHE_OFFSET = 150  # the second (cache off) cluster proxy listens at base+150
 LUA = REPO / "tests" / "bench" / "cluster_proxy_stats.lua"
 ZIPF_S = 1.1
@@ -71,41 +72,8 @@ RANGE_END_MS = 1763860500000
 ROW_MINUTES_MS = [1763764800000, 1763805900000, 1763860200000]  # 22:40 on 21st, 10:05, 01:10 on 23rd
 
 
-class SetupError(Exception):
-    pass
-
-
 def log(msg: str) -> None:
     print(f"[cluster_proxy_bench] {msg}", file=sys.stderr, flush=True)
-
-
-def find_tool(name: str, *candidates: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return c
-    raise SetupError(f"{name} not found (see scripts/install-deps.sh)")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def pick_base_port(requested: Optional[int]) -> int:
-    starts = [requested] if requested else range(21000, 32000, 1000)  # below the ephemeral range
-    for base in starts:
-        if all(port_free(base + i) for i in range(PORT_BLOCK)):
-            return base
-    raise SetupError("no free block of loopback ports" +
-                     (f" at {requested}" if requested else ""))
 
 
 def iso(ms: int) -> str:
@@ -178,14 +146,6 @@ class Env:
 
     def rest_port(self) -> int:
         return self.processes("cluster_proxy")[0]["ports"]["http"]
-
-
-def run_cmd(cmd: List[str], timeout: float, env=None, what: str = "") -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise SetupError(f"{what or cmd[0]} timed out after {timeout:.0f} s") from e
 
 
 def psql(env: Env, port: int, sql: str, timeout: float = 120) -> str:
@@ -322,16 +282,8 @@ def stop_extra_proxies(env: Env) -> None:
 
 
 def cluster_down(env: Env) -> None:
-    if not env.cluster_started or not (env.cluster_dir / "cluster.json").exists():
-        return
-    log("tallyctl cluster down")
-    try:
-        r = subprocess.run([env.tallyctl, "cluster", "down", "--dir", str(env.cluster_dir)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
-        if r.returncode != 0:
-            log(f"cluster down failed (exit {r.returncode}): {r.stdout.strip()}")
-    except subprocess.TimeoutExpired:
-        log("cluster down timed out")
+    if env.cluster_started:
+        bench_support.cluster_down(env.tallyctl, env.cluster_dir, log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,11 +350,6 @@ def wrk_run(env: Env, port: int, videos: int, connections: int, seconds: int) ->
     if errors:
         res.error = f"{errors} errors (non-2xx {d['status']}, timeouts {d['timeout']})"
     return res
-
-
-def percentile(sorted_vals: List[int], q: float) -> float:
-    k = max(0, min(len(sorted_vals) - 1, int(round(q * len(sorted_vals) + 0.5)) - 1))
-    return float(sorted_vals[k])
 
 
 def pgbench_direct(env: Env, script: Path, connections: int, seconds: int, tag: str) -> RunResult:

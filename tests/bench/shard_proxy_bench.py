@@ -36,7 +36,6 @@ import argparse
 import collections
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -49,8 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import bench_support
+from bench_support import SetupError, find_tool, port_free, pick_base_port, run_cmd, percentile
+
 REPO = Path(__file__).resolve().parents[2]
-PORT_BLOCK = 200  # ports checked free from the base port up (the cluster uses base+0..base+101)
 PGBOUNCER_OFFSET = 150  # pgbouncer listens at base+150, inside the checked block
 HOT_KEYS = 100
 CACHE_HINT = "/*tally: cache_ttl_ms=5000*/ "
@@ -66,45 +67,8 @@ TARGETS = {
 }
 
 
-class SetupError(Exception):
-    """A server could not be started or the data could not be loaded: the benchmark did not run."""
-
-
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def find_tool(name: str, *candidates: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return c
-    raise SetupError(f"{name} not found (scripts/install-deps.sh installs it)")
-
-
-# ---------------------------------------------------------------------------------------------
-# Ports
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_base_port(requested: Optional[int]) -> int:
-    candidates = [requested] if requested else random.sample(range(20000, 32000 - PORT_BLOCK, PORT_BLOCK), 55)  # all 55 blocks below the ephemeral range, shuffled
-    for base in candidates:
-        if all(port_free(p) for p in range(base, base + PORT_BLOCK)):
-            return base
-    if requested:
-        raise SetupError(f"ports {requested}..{requested + PORT_BLOCK - 1} are not all free")
-    raise SetupError(f"no block of {PORT_BLOCK} free loopback ports found")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,14 +113,6 @@ class Env:
                    PGDATABASE=self.database, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10",
                    PGAPPNAME="shard_proxy_bench")
         return env
-
-
-def run_cmd(cmd: List[str], timeout: float, env=None, what: str = "") -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise SetupError(f"{what or cmd[0]} timed out after {timeout:.0f} s") from e
 
 
 def psql(env: Env, port: int, sql: str, timeout: float = 120) -> str:
@@ -299,16 +255,8 @@ def stop_pgbouncer(env: Env) -> None:
 
 
 def cluster_down(env: Env) -> None:
-    if not env.cluster_started or not (env.cluster_dir / "cluster.json").exists():
-        return
-    log("tallyctl cluster down")
-    try:
-        r = subprocess.run([env.tallyctl, "cluster", "down", "--dir", str(env.cluster_dir)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-        if r.returncode != 0:
-            log(f"cluster down failed (exit {r.returncode}): {r.stdout.strip()}")
-    except subprocess.TimeoutExpired:
-        log("cluster down timed out")
+    if env.cluster_started:
+        bench_support.cluster_down(env.tallyctl, env.cluster_dir, log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,13 +275,6 @@ def write_script(env: Env, name: str, keys: int, hint: str) -> Path:
     p = env.tmp / f"{name}.sql"
     p.write_text(f"\\set id random(1, {keys})\n{hint}{POINT_QUERY}\n")
     return p
-
-
-def percentile(sorted_vals: List[int], q: float) -> float:
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, int(round(q * len(sorted_vals) + 0.5)) - 1))
-    return float(sorted_vals[k])
 
 
 def first_error_line(text: str) -> str:
