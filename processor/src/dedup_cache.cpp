@@ -25,13 +25,7 @@ bool empty(const DedupKey& k) {
   return k.hi == 0 && k.lo == 0;
 }
 
-template <typename T>
-void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));
-  out.append(b, sizeof(T));
-}
-
+// Snapshot fields are little-endian: these hosts only (x86-64, arm64).
 template <typename T>
 T get(const char* p) {
   T v;
@@ -147,7 +141,7 @@ std::string DedupCache::encode(int64_t covered_offset) const {
   std::memcpy(p, kMagic, sizeof(kMagic));
   p += sizeof(kMagic);
   auto put_at = [&p](auto v) {
-    std::memcpy(p, &v, sizeof(v));  // little-endian hosts only, as put()
+    std::memcpy(p, &v, sizeof(v));  // little-endian, as get()
     p += sizeof(v);
   };
   put_at(covered_offset);
