@@ -14,6 +14,7 @@
 #include <fstream>
 #include <random>
 #include <stdexcept>
+#include <thread>
 
 namespace tally::testing {
 
@@ -97,6 +98,15 @@ CommandResult run(const std::vector<std::string>& argv) {
 
 std::string project_binary(const std::string& name) {
   return std::string(TALLY_BIN_DIR) + "/" + name;
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
 }
 
 }  // namespace tally::testing

@@ -2,7 +2,9 @@
 // loopback ports, and running the project's own binaries. Tests call these from their main thread.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,11 @@ struct CommandResult {
 
 // Runs a command (argv[0] looked up in PATH unless absolute) and captures its output.
 CommandResult run(const std::vector<std::string>& argv);
+
+// Polls `done` every 5 ms until it holds (true) or `limit` passes (its last answer). Passing tests
+// return as soon as the condition holds; the limit only bounds a failing one.
+bool wait_until(const std::function<bool()>& done,
+                std::chrono::milliseconds limit = std::chrono::seconds(15));
 
 // Absolute path of a binary built by this project (build/bin/NAME).
 std::string project_binary(const std::string& name);

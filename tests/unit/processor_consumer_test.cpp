@@ -32,14 +32,7 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return done();
-}
+using testing::wait_until;
 
 // A snapshot write that blocks until released, counting calls; fails while `fail` is set.
 class HeldSnapshotWrite {

@@ -157,14 +157,7 @@ class FakeClusterProxy {
   int overlaps_ = 0;
 };
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 15s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
+using testing::wait_until;
 
 // Builds request bodies and the counts they must produce.
 class Events {

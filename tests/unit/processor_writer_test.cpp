@@ -120,13 +120,7 @@ struct Harness {
   const Clock* clock = nullptr;
 };
 
-bool wait_until(const std::function<bool()>& done, int ms = 5000) {
-  for (int i = 0; i < ms / 5; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return done();
-}
+using testing::wait_until;
 
 TEST(CounterWriterTest, RetriesOnlyTheShardsThatFailed) {
   testing::TempDir dir("writer-retry");
