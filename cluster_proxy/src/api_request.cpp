@@ -1,6 +1,7 @@
 #include "cluster_proxy/src/api_request.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <limits>
@@ -564,6 +565,21 @@ std::string apply_rows_json(const ApplyRequest& request, const std::vector<size_
   }
   out += ']';
   return out;
+}
+
+ApiResult<std::optional<int64_t>> parse_timeout_header(std::optional<std::string_view> value) {
+  if (!value) return std::optional<int64_t>{};
+  constexpr const char* kExpected = "a whole number of milliseconds from 1 to 600000";
+  int64_t ms = 0;
+  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), ms);
+  if (ec != std::errc() || end != value->data() + value->size() || ms < 1 || ms > 600000) {
+    return bad_parameter(kTimeoutHeader, *value, kExpected);
+  }
+  return std::optional<int64_t>{ms};
+}
+
+int64_t shard_budget_ms(int64_t timeout_ms) {
+  return std::max<int64_t>(1, timeout_ms - std::max<int64_t>(100, timeout_ms / 10));
 }
 
 ApiResult<std::string> parse_marks_query(const Query& q) {

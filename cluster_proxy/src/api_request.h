@@ -136,6 +136,15 @@ ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limi
 // signed form of contract 1), which the shard cannot compute itself.
 std::string apply_rows_json(const ApplyRequest& request, const std::vector<size_t>& row_indexes);
 
+// The `Tally-Timeout-Ms` request header (contract 9): how long the caller waits for the answer,
+// 1..600000 ms; nullopt when absent. The cluster proxy answers, and has cancelled whatever it
+// started on the shards, before that time is up.
+inline constexpr const char* kTimeoutHeader = "Tally-Timeout-Ms";
+ApiResult<std::optional<int64_t>> parse_timeout_header(std::optional<std::string_view> value);
+// The part of a caller's `timeout_ms` the shard calls may use: a margin (a tenth, at least 100 ms)
+// is kept for the answer to travel back; at least 1 ms.
+int64_t shard_budget_ms(int64_t timeout_ms);
+
 // GET /v1/counters:marks?processor_id=p1
 ApiResult<std::string> parse_marks_query(const std::vector<std::pair<std::string, std::string>>& q);
 

@@ -483,6 +483,14 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   if (auto e = check_auth(request, Access::kWrite)) return respond(to_response(*e));
   auto parsed = parse_apply(request.body, config_.limits);
   if (!parsed.ok()) return respond(to_response(parsed.error()));
+  auto caller_timeout = parse_timeout_header(request.header(kTimeoutHeader));
+  if (!caller_timeout.ok()) return respond(to_response(caller_timeout.error()));
+  // Each shard's apply must end (done, or cancelled on the server) before the caller gives up:
+  // a retry then never runs beside, or waits behind, an attempt nobody is waiting for.
+  const auto apply_timeout = std::chrono::milliseconds(
+      caller_timeout->has_value()
+          ? std::min<int64_t>(config_.write_timeout_ms, shard_budget_ms(**caller_timeout))
+          : config_.write_timeout_ms);
   auto r = routing();
   std::vector<std::vector<size_t>> rows_by_shard(r->shards.size());
   for (size_t i = 0; i < parsed->rows.size(); ++i) {
@@ -520,6 +528,7 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
     for (size_t i : rows_by_shard[s]) ksids_by_call.back().push_back(parsed->rows[i].ksid);
     // Re-sending is safe by contract 4, so the call is retried like a read.
     ShardCall call = make_call(r->shards[s], true, /*write=*/true);
+    call.timeout = apply_timeout;
     call.exchanges.push_back(
         {{apply_statement(*parsed, apply_rows_json(*parsed, rows_by_shard[s]))}});
     // Its own exchange, after the apply's commit: the LSN then covers the commit record.
@@ -552,6 +561,9 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
                if (!result.ok()) {
                  j["outcome"] = "failed";
                  j["error"] = shard_error(result.error(), shard_name).message;
+                 // Out of time, and cancelled on the shard: the processor gives the next attempt
+                 // more time instead of repeating one that cannot finish (contract 9).
+                 if (result.error().code == ErrorCode::kTimeout) j["sqlstate"] = "57014";
                } else if (!(*result)[0][0].ok || (*result)[0][0].rows != 1) {
                  j["outcome"] = "failed";
                  j["error"] = statement_error((*result)[0][0], shard_name).message;

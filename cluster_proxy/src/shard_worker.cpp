@@ -81,11 +81,13 @@ class CallOp : public std::enable_shared_from_this<CallOp>, private ResultSink {
     deadline_.expires_after(call_.timeout);
     deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (ec || self->finished_) return;
-      // The exchange may still be running: its connection must not be reused afterwards.
-      if (self->in_exchange_ && self->lease_) self->lease_->retire();
-      self->finish(
-          make_error(ErrorCode::kTimeout, "shard " + self->call_.shard + " did not answer within " +
-                                              std::to_string(self->call_.timeout.count()) + " ms"));
+      std::string why = "shard " + self->call_.shard + " did not answer within " +
+                        std::to_string(self->call_.timeout.count()) + " ms";
+      self->finish(make_error(ErrorCode::kTimeout, why));
+      // The statement may still be running on the shard. Abandoning it quietly would let it run
+      // to the end beside the caller's retry (and hold its locks meanwhile): shutting the socket
+      // makes the shard proxy cancel it on the server. The connection is never reused.
+      if (self->in_exchange_ && self->lease_) self->lease_->abort_exchanges(why);
     });
     attempt();
   }
@@ -267,7 +269,10 @@ class CallOp : public std::enable_shared_from_this<CallOp>, private ResultSink {
 
   void retry_or_fail(Error error, bool reached_shard) {
     const auto& o = worker_.options();
-    if ((reached_shard && !call_.idempotent) || attempt_ >= o.retry_attempts) {
+    // A statement the server cancelled for its time (57014) used the call's budget: a retry
+    // would only repeat that work.
+    if ((reached_shard && !call_.idempotent) || attempt_ >= o.retry_attempts ||
+        error.code == ErrorCode::kTimeout) {
       finish(std::move(error));
       return;
     }

@@ -69,6 +69,8 @@ class HttpClient::Impl {
   Impl(std::string host, uint16_t port, std::chrono::milliseconds timeout)
       : host_(std::move(host)), port_(port), timeout_(timeout) {}
 
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+
   Result<HttpClientResponse> request(
       std::string_view method, std::string_view target, std::string_view body,
       const std::vector<std::pair<std::string, std::string>>& headers,
@@ -158,6 +160,10 @@ class HttpClient::Impl {
 
 HttpClient::HttpClient(std::string host, uint16_t port, std::chrono::milliseconds timeout)
     : impl_(std::make_unique<Impl>(std::move(host), port, timeout)) {}
+
+void HttpClient::set_timeout(std::chrono::milliseconds timeout) {
+  impl_->set_timeout(timeout);
+}
 
 HttpClient::~HttpClient() = default;
 

@@ -51,6 +51,8 @@ class HttpClient {
       std::string_view method, std::string_view target, std::string_view body = {},
       const std::vector<std::pair<std::string, std::string>>& headers = {},
       std::string_view content_type = "application/json");
+  // The timeout of the next requests (each request's whole exchange).
+  void set_timeout(std::chrono::milliseconds timeout);
 
  private:
   class Impl;

@@ -1,6 +1,7 @@
 #include "common/pgclient/backend_connection.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <boost/asio/error.hpp>
@@ -348,6 +349,16 @@ void BackendConnection::finish_front(Status status) {
     boost::system::error_code ignored;
     socket_->cancel(ignored);
   }
+}
+
+void BackendConnection::abort_exchanges(const std::string& why) {
+  retired_ = true;
+  if (conn_ && PQsocket(conn_.get()) >= 0) {
+    // shutdown(), not close(): libpq still owns the descriptor; further reads see EOF.
+    ::shutdown(PQsocket(conn_.get()), SHUT_RDWR);
+  }
+  if (!queue_.empty()) fail_all(make_error(ErrorCode::kTimeout, why));
+  broken_ = true;
 }
 
 void BackendConnection::fail_all(Error error) {

@@ -93,6 +93,12 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
 
   // Marks the connection unusable (e.g. the node was demoted); the pool drops it.
   void retire() { retired_ = true; }
+  // Gives up on the exchanges in flight (a caller's deadline passed): shuts the socket down, so
+  // the server side sees the client leave at once (a proxy then cancels the statement; PostgreSQL
+  // itself stops at its next write or client_connection_check_interval), ends every exchange in
+  // line with kTimeout naming `why`, and retires the connection. Without this, a retired
+  // connection stays open until the server answers, and the abandoned statement runs to the end.
+  void abort_exchanges(const std::string& why);
   bool retired() const { return retired_; }
 
   // The backend's process id and a cancel handle, for cancelling a running statement.

@@ -80,6 +80,10 @@ void ClientSession::read_more() {
                           [self = shared_from_this()](boost::system::error_code ec, size_t n) {
                             self->reading_ = false;
                             if (ec) {
+                              // The client left (or its deadline passed and it hung up): whatever
+                              // it is running would otherwise go on to the end, holding its locks
+                              // beside the client's retry. Cancel it on the server.
+                              if (self->busy_) self->cancel_running();
                               self->close();
                               return;
                             }

@@ -636,6 +636,71 @@ TEST_F(ClusterProxyTest, StatsCacheAnswersRepeatsUntilAnApplyOrTheTtl) {
   EXPECT_EQ(sum.j()["value"], 0) << sum.body;  // dislikes carry no value
 }
 
+// The apply livelock under load: a caller that gave up left its apply running on the shard (the
+// cluster proxy only stopped waiting), holding the partition's mark row, so every retry queued
+// behind abandoned attempts. Now the caller's Tally-Timeout-Ms bounds the shard call, and at its
+// end the statement is cancelled on the server: nothing of it stays, and the retry applies.
+TEST_F(ClusterProxyTest, AnApplyTheCallerGaveUpOnIsCancelledOnTheShardAndNeverBlocksTheRetry) {
+  std::string id;
+  for (int i = 0; id.empty(); ++i) {
+    std::string candidate = "abandoned_" + std::to_string(i);
+    if (map_->index_for(ksid_for(candidate)) == 0) id = candidate;
+  }
+  const int64_t minute = k2025_11_22 + 17 * kHour;
+  json body = {
+      {"processor_id", "abandon"},
+      {"partition", 0},
+      {"from_offset", -1},
+      {"to_offset", 5},
+      {"rows", {{{"video_id", id}, {"event_type", "view"}, {"minute", minute}, {"count", 3}}}}};
+  // Another transaction holds shard 0's mark row for this partition: the apply waits there, as
+  // behind a slow attempt.
+  PgClient holder(leader_info(0));
+  ASSERT_TRUE(holder.ok()) << holder.error();
+  ASSERT_EQ(holder.query("INSERT INTO apply_marks (processor_id, partition, mark) VALUES "
+                         "('abandon', 0, -1) RETURNING mark"),
+            "-1");
+  ASSERT_EQ(holder.query("BEGIN"), "OK");
+  ASSERT_EQ(holder.query("SELECT mark FROM apply_marks WHERE processor_id = 'abandon' AND "
+                         "partition = 0 FOR UPDATE"),
+            "-1");
+  auto t0 = Clock::now();
+  auto r = http(rest_port(), "POST", "/v1/counters:apply", body.dump(), token(), 10,
+                {{"Tally-Timeout-Ms", "3000"}});
+  auto waited = Clock::now() - t0;
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_LT(waited, std::chrono::milliseconds(3000)) << "answered after the caller's timeout";
+  std::map<std::string, json> outcome;
+  for (json reply = r.j(); const auto& s : reply["shards"])
+    outcome[s["shard"].get<std::string>()] = s;
+  EXPECT_EQ(outcome[manifest_.shards[0]]["outcome"], "failed") << r.body;
+  EXPECT_EQ(outcome[manifest_.shards[0]]["sqlstate"], "57014") << r.body;
+  EXPECT_EQ(outcome[manifest_.shards[1]]["outcome"], "applied") << r.body;  // never held
+  // Nothing of the abandoned attempt runs on the leader any more (it would wait for the lock
+  // until the holder ends, then apply behind the caller's back).
+  PgClient observer(leader_info(0));
+  ASSERT_TRUE(observer.ok());
+  const std::string running =
+      "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%tally_apply_counters%' AND "
+      "pid <> pg_backend_pid() AND state <> 'idle'";
+  EXPECT_TRUE(
+      testing::wait_until([&] { return observer.query(running) == "0"; }, std::chrono::seconds(5)))
+      << "the abandoned apply still runs: " << observer.query(running);
+  ASSERT_EQ(holder.query("COMMIT"), "OK");
+  // The retry (to the shard that failed) applies: the abandoned attempt left nothing.
+  body["shards"] = json::array({manifest_.shards[0]});
+  r = apply(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["shards"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["shards"][0]["outcome"], "applied") << r.body;
+  EXPECT_EQ(observer.query_params("SELECT count FROM video_totals WHERE video_id = $1", {id}), "3");
+  // A malformed timeout is refused, naming the header.
+  auto bad = http(rest_port(), "POST", "/v1/counters:apply", body.dump(), token(), 10,
+                  {{"Tally-Timeout-Ms", "soon"}});
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("Tally-Timeout-Ms"), std::string::npos) << bad.body;
+}
+
 TEST_F(ClusterProxyTest, AShardWithBothNodesDownFailsFastWhileTheOtherServes) {
   ASSERT_TRUE(eventually_200(ids_[0][0]));
   for (const char* role : {"pg_replica", "pg_leader"}) {

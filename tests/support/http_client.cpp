@@ -10,7 +10,8 @@
 namespace tally::testing {
 
 HttpReply http(int port, const std::string& method, const std::string& target,
-               const std::string& body, const std::string& token, int timeout_s) {
+               const std::string& body, const std::string& token, int timeout_s,
+               const std::vector<std::pair<std::string, std::string>>& headers) {
   HttpReply reply;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return reply;
@@ -26,6 +27,7 @@ HttpReply http(int port, const std::string& method, const std::string& target,
   }
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
+  for (const auto& [name, value] : headers) req += name + ": " + value + "\r\n";
   req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
          "\r\n\r\n" + body;
   for (size_t sent = 0; sent < req.size();) {

@@ -5,6 +5,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tally::testing {
 
@@ -15,9 +17,10 @@ struct HttpReply {
   nlohmann::json j() const { return nlohmann::json::parse(body, nullptr, false); }
 };
 
-// `method target` to 127.0.0.1:port with an optional JSON body and bearer token; waits at most
-// `timeout_s` for each receive.
+// `method target` to 127.0.0.1:port with an optional JSON body, bearer token and extra headers;
+// waits at most `timeout_s` for each receive.
 HttpReply http(int port, const std::string& method, const std::string& target,
-               const std::string& body = "", const std::string& token = "", int timeout_s = 10);
+               const std::string& body = "", const std::string& token = "", int timeout_s = 10,
+               const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 }  // namespace tally::testing
