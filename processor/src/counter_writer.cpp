@@ -75,6 +75,10 @@ Result<std::vector<ShardOutcome>> parse_apply_response(std::string_view body) {
   return out;
 }
 
+bool timed_out_shard_failure(const ShardOutcome& outcome) {
+  return outcome.outcome == "failed" && outcome.sqlstate == "57014";
+}
+
 bool permanent_shard_failure(const ShardOutcome& outcome) {
   if (outcome.outcome != "failed" || outcome.sqlstate.size() != 5) return false;
   return outcome.sqlstate.rfind("22", 0) == 0 || outcome.sqlstate.rfind("23", 0) == 0;
@@ -156,7 +160,8 @@ CounterWriter::CounterWriter(int partition, ClusterProxyOptions options, WriterM
       transport_(std::move(transport)),
       clock_(clock ? *clock : system_clock_),
       rng_(std::random_device{}()),
-      applied_(applied_through) {
+      applied_(applied_through),
+      attempt_timeout_ms_(options_.timeout.count()) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -170,16 +175,26 @@ void CounterWriter::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  space_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
-void CounterWriter::enqueue(FlushBatch batch) {
+bool CounterWriter::enqueue(FlushBatch batch) {
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // One batch always fits into an empty queue, however large: the consumer never deadlocks.
+    space_cv_.wait(lock, [&] {
+      return stopping_ || queue_.empty() ||
+             queue_rows_ + batch.rows.size() <= options_.max_queued_rows;
+    });
+    if (stopping_) return false;
+    queue_rows_ += batch.rows.size();
     queue_.push_back(std::move(batch));
     queued_.store(queue_.size(), std::memory_order_relaxed);
+    queued_rows_.store(queue_rows_, std::memory_order_relaxed);
   }
   cv_.notify_one();
+  return true;
 }
 
 std::string CounterWriter::last_error() const {
@@ -196,10 +211,13 @@ void CounterWriter::run() {
       if (stopping_) return;
       batch = std::move(queue_.front());
       queue_.pop_front();
-      // Nothing of the queued batches has reached any shard yet: one request covers them all.
+      queue_rows_ -= batch.rows.size();
+      // Nothing of the queued batches has reached any shard yet: one request covers them all,
+      // up to the row bound of one request.
       while (!queue_.empty() && queue_.front().from_offset == batch.to_offset &&
-             batch.rows.size() + queue_.front().rows.size() <= options_.max_merge_rows) {
+             batch.rows.size() + queue_.front().rows.size() <= options_.max_request_rows) {
         FlushBatch& next = queue_.front();
+        queue_rows_ -= next.rows.size();
         batch.rows.insert(batch.rows.end(), std::make_move_iterator(next.rows.begin()),
                           std::make_move_iterator(next.rows.end()));
         batch.to_offset = next.to_offset;
@@ -207,17 +225,22 @@ void CounterWriter::run() {
         queue_.pop_front();
       }
       queued_.store(queue_.size(), std::memory_order_relaxed);
+      queued_rows_.store(queue_rows_, std::memory_order_relaxed);
     }
+    space_cv_.notify_all();
     if (!deliver(batch)) return;
     applied_.store(batch.to_offset, std::memory_order_release);
     backlog_.fetch_sub(static_cast<int64_t>(batch.events), std::memory_order_relaxed);
   }
 }
 
-Result<HttpClientResponse> CounterWriter::send(const std::string& target, const std::string& body) {
-  if (transport_) return transport_(target, body);
+Result<HttpClientResponse> CounterWriter::send(const std::string& target, const std::string& body,
+                                               std::chrono::milliseconds timeout) {
+  if (transport_) return transport_(target, body, timeout);
   std::vector<std::pair<std::string, std::string>> headers;
   if (!options_.token.empty()) headers.emplace_back("Authorization", "Bearer " + options_.token);
+  headers.emplace_back("Tally-Timeout-Ms", std::to_string(timeout.count()));
+  client_.set_timeout(timeout);
   return client_.request("POST", target, body, headers);
 }
 
@@ -256,11 +279,14 @@ bool CounterWriter::deliver(FlushBatch& batch) {
       continue;
     }
     auto started = std::chrono::steady_clock::now();
-    auto r = send(target, pending.empty() ? body : with_shards(body, pending));
+    const auto timeout = attempt_timeout();
+    auto r = send(target, pending.empty() ? body : with_shards(body, pending), timeout);
     std::string error;
+    bool timed_out = false;
     if (!r.ok()) {
       record(false);
       error = r.error().message;
+      timed_out = r.error().code == ErrorCode::kTimeout;
     } else if (r->status == 200) {
       record(true);
       auto outcomes = parse_apply_response(r->body);
@@ -279,6 +305,7 @@ bool CounterWriter::deliver(FlushBatch& batch) {
             rejected.push_back(o.shard);
             rejected_text += (rejected_text.empty() ? "" : "; ") + o.shard + ": " + o.error;
           } else if (o.outcome == "failed") {
+            timed_out = timed_out || timed_out_shard_failure(o);
             failed.push_back(o.shard);
             failed_text += (failed_text.empty() ? "" : "; ") + o.shard + ": " + o.error;
           }
@@ -307,6 +334,7 @@ bool CounterWriter::deliver(FlushBatch& batch) {
           if (!dead_lettered && metrics_.batches_applied) metrics_.batches_applied->inc();
           if (metrics_.rows_sent) metrics_.rows_sent->inc(batch.rows.size());
           failing_.store(0, std::memory_order_relaxed);
+          attempt_timeout_ms_.store(options_.timeout.count(), std::memory_order_relaxed);
           return true;
         } else {
           // Only the failed shards act on a resend: address it to them alone.
@@ -337,6 +365,14 @@ bool CounterWriter::deliver(FlushBatch& batch) {
       error = "HTTP " + std::to_string(r->status) + ": " + cut(r->body);
     }
     if (metrics_.requests_failed) metrics_.requests_failed->inc();
+    if (timed_out) {
+      if (metrics_.timeouts) metrics_.timeouts->inc();
+      attempt_timeout_ms_.store(
+          std::min<int64_t>(timeout.count() * 2,
+                            std::max(options_.max_timeout, options_.timeout).count()),
+          std::memory_order_relaxed);
+      error += " (next attempt waits up to " + std::to_string(attempt_timeout().count()) + " ms)";
+    }
     failing_.store(attempt + 1, std::memory_order_relaxed);
     {
       std::lock_guard lock(mu_);

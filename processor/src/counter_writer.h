@@ -14,7 +14,16 @@
 // 22 or 23) or answering `overlap` goes to the dead-letter directory (dead_letter.h) naming the
 // shards that lack it, is counted, and the writer moves on. If that file cannot be written the
 // batch is retried instead: nothing is dropped silently. Batches queued meanwhile are merged into
-// one request while nothing of them reached any shard.
+// one request while nothing of them reached any shard, up to max_request_rows: however far behind
+// the writer is, no request carries more rows than one full flush.
+// Bounds: enqueue() blocks the consumer while max_queued_rows rows wait (the log keeps the events
+// meanwhile, and ingest answers 503 once its backlog bound is reached), so memory does not grow
+// with the backlog. Every request says how long the writer waits for it (the Tally-Timeout-Ms
+// header): the cluster proxy ends, and cancels on the shards, whatever it started before that, so
+// a retry never runs beside an abandoned attempt. After a timed-out attempt the next one gets
+// twice the time (up to max_timeout) and the normal timeout comes back after a success: a batch
+// the shards cannot apply in `timeout` under load still gets through instead of being cancelled
+// and retried forever.
 // Threads: enqueue() from the partition's consumer thread; the writer runs its own thread and its
 // own blocking HttpClient (or the injected transport); the accessors are atomics any thread reads.
 #pragma once
@@ -75,10 +84,12 @@ struct ClusterProxyOptions {
   HttpUrl url;
   std::string token;
   std::chrono::milliseconds timeout{5000};
+  std::chrono::milliseconds max_timeout{40000};  // the longest an attempt may get after timeouts
   std::chrono::milliseconds min_backoff{50};
   std::chrono::milliseconds max_backoff{5000};
   std::filesystem::path dead_letter_dir;
-  size_t max_merge_rows = 100000;
+  size_t max_request_rows = 10000;  // queued batches merge into one request up to this many rows
+  size_t max_queued_rows = 40000;   // enqueue() blocks while this many rows wait
 };
 
 // GET /v1/counters:marks with the client; errors name the status and body.
@@ -88,6 +99,7 @@ Result<ShardMarks> fetch_marks(HttpClient& client, const ClusterProxyOptions& op
 struct WriterMetrics {
   Counter* batches_applied = nullptr;  // batches every shard holds
   Counter* requests_failed = nullptr;  // attempts that will be retried
+  Counter* timeouts = nullptr;         // of those, attempts that ran out of time
   Counter* dead_lettered = nullptr;    // batches sent to the dead-letter directory
   Counter* overlaps = nullptr;         // shard outcomes `overlap`
   Counter* rows_sent = nullptr;
@@ -97,10 +109,14 @@ struct WriterMetrics {
   Histogram* apply_seconds = nullptr;  // one successful counters:apply exchange
 };
 
-// One counters:apply exchange: (target, body) -> response. The default posts with the writer's
-// HttpClient and bearer token; tests inject a fake.
-using ApplyTransport =
-    std::function<Result<HttpClientResponse>(const std::string& target, const std::string& body)>;
+// One counters:apply exchange: (target, body, timeout) -> response. The default posts with the
+// writer's HttpClient, bearer token and the Tally-Timeout-Ms header; tests inject a fake.
+using ApplyTransport = std::function<Result<HttpClientResponse>(
+    const std::string& target, const std::string& body, std::chrono::milliseconds timeout)>;
+
+// True when a shard's failure is the cluster proxy or the server giving up on time (SQLSTATE
+// 57014, query_canceled): the attempt needs more time, not a different request.
+bool timed_out_shard_failure(const ShardOutcome& outcome);
 
 class CounterWriter {
  public:
@@ -114,13 +130,20 @@ class CounterWriter {
   CounterWriter(const CounterWriter&) = delete;
   CounterWriter& operator=(const CounterWriter&) = delete;
 
-  void enqueue(FlushBatch batch);
+  // Blocks while max_queued_rows rows wait (back-pressure on the consumer); false when stop()
+  // ended the wait (the batch is dropped: the log replays it).
+  bool enqueue(FlushBatch batch);
   // Stops after the exchange in flight (queued batches stay unsent: the log replays them).
   void stop();
 
   // The highest offset every shard holds (contract 4's min over shards of the marks).
   int64_t applied_through() const { return applied_.load(std::memory_order_acquire); }
   size_t queued() const { return queued_.load(std::memory_order_relaxed); }
+  size_t queued_rows() const { return queued_rows_.load(std::memory_order_relaxed); }
+  // The timeout of the next attempt (grows after timeouts, see above).
+  std::chrono::milliseconds attempt_timeout() const {
+    return std::chrono::milliseconds(attempt_timeout_ms_.load(std::memory_order_relaxed));
+  }
   // Consecutive failed attempts of the batch in flight (0 when healthy).
   int failing() const { return failing_.load(std::memory_order_relaxed); }
   std::string last_error() const;
@@ -134,7 +157,8 @@ class CounterWriter {
                    const std::vector<std::string>& shards, const std::string& reason);
   bool sleep_backoff(int attempt);
   bool sleep_for(std::chrono::milliseconds wait);
-  Result<HttpClientResponse> send(const std::string& target, const std::string& body);
+  Result<HttpClientResponse> send(const std::string& target, const std::string& body,
+                                  std::chrono::milliseconds timeout);
   void record(bool proxy_ok);
 
   const int partition_;
@@ -150,12 +174,16 @@ class CounterWriter {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable space_cv_;  // the consumer waits here while the queue is full
   std::deque<FlushBatch> queue_;
+  size_t queue_rows_ = 0;  // rows in queue_
   bool stopping_ = false;
   std::string last_error_;
 
   std::atomic<int64_t> applied_;
   std::atomic<size_t> queued_{0};
+  std::atomic<size_t> queued_rows_{0};
+  std::atomic<int64_t> attempt_timeout_ms_;
   std::atomic<int> failing_{0};
   std::thread thread_;
 };

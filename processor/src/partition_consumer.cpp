@@ -187,7 +187,8 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
     b.to_offset = to;
     b.rows = agg.take();
     b.events = batch_events;
-    writer_.enqueue(std::move(b));
+    // Waits while the writer is behind (its queue is bounded); false only when stopping.
+    if (!writer_.enqueue(std::move(b))) return;
     inc(metrics_.batches);
     batch_from = to;
     batch_events = 0;
@@ -195,7 +196,11 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
 
   while (!stopping_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
-    if (now - last_flush >= options_.flush_interval) flush();
+    // Every flush interval, but only once the writer has taken the previous table: while it is
+    // busy the table keeps collecting, so repeated keys collapse into fewer rows and the apply
+    // rate the shards can take covers more events (up to max_batch_rows, then a table is handed
+    // over regardless and the writer's bounded queue holds it).
+    if (now - last_flush >= options_.flush_interval && writer_.queued() == 0) flush();
     // While the previous snapshot is still being written, the next one waits (and is retried on
     // every pass) rather than queueing a second copy of the cache.
     if (now - last_snapshot >= options_.snapshot_interval && begin_snapshot()) last_snapshot = now;

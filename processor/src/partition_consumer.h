@@ -1,6 +1,9 @@
 // PartitionConsumer: reads one partition's durable log in order on its own thread, drops repeated
 // event ids (DedupCache), counts per (video, type, minute) (Aggregator) and hands the table to the
 // partition's CounterWriter every flush interval, as the batch (from, to] of log offsets it covers.
+// A table is handed over only once the writer has taken the previous one (or when it reaches
+// max_batch_rows): while the shards are slow, tables grow and repeated keys collapse into fewer
+// rows, so the writer catches up instead of falling further behind.
 //
 // Restart (contract 4): start() gets the partition's mark on every shard. Reading begins at
 // min(dedup snapshot offset, lowest mark) + 1; records at or below the lowest mark only feed the
@@ -48,7 +51,7 @@ using SnapshotWrite = std::function<Status(const std::filesystem::path&, std::st
 struct ConsumerOptions {
   int partition = 0;
   std::chrono::milliseconds flush_interval{1000};
-  size_t max_batch_rows = 50000;
+  size_t max_batch_rows = 10000;
   std::chrono::milliseconds snapshot_interval{10000};
   std::filesystem::path snapshot_file;
   SnapshotWrite write_snapshot;  // empty: write_file_durably

@@ -44,7 +44,7 @@ struct ProcessorConfig {
   int64_t dedup_snapshot_interval_ms = 10'000;
 
   int64_t flush_interval_ms = 1000;
-  size_t max_batch_rows = 50'000;  // a larger table is handed to the writer early
+  size_t max_batch_rows = 10'000;  // rows of one apply request; a larger table is sent early
 
   std::string cluster_proxy_url;  // empty: no writer (events stay in the log)
   std::string cluster_proxy_token;

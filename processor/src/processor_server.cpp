@@ -12,6 +12,11 @@ namespace {
 
 using json = nlohmann::json;
 
+// Full flushes that may wait per partition for its writer before the consumer waits.
+constexpr size_t kQueuedFlushesPerPartition = 4;
+// An attempt that timed out gets twice the time, up to this many times the configured timeout.
+constexpr int kTimeoutGrowthLimit = 8;
+
 // One ingest request waiting for its records to become durable.
 struct PendingIngest {
   Responder respond;
@@ -161,7 +166,11 @@ void ProcessorServer::bootstrap() {
   options.timeout = std::chrono::milliseconds(config_.cluster_proxy_timeout_ms);
   options.max_backoff = std::chrono::milliseconds(config_.max_backoff_ms);
   options.dead_letter_dir = config_.data_dir / "dead_letter";
-  options.max_merge_rows = std::max<size_t>(config_.max_batch_rows, 1) * 2;
+  // One request never carries more rows than one full flush, however far behind the writer is;
+  // a few flushes may wait per partition before the consumer waits (the log keeps the rest).
+  options.max_request_rows = std::max<size_t>(config_.max_batch_rows, 1);
+  options.max_queued_rows = options.max_request_rows * kQueuedFlushesPerPartition;
+  options.max_timeout = options.timeout * kTimeoutGrowthLimit;
 
   HttpClient client(url->host, url->port, options.timeout);
   ShardMarks marks;
@@ -403,6 +412,9 @@ void ProcessorServer::register_metrics() {
       &r.counter("tally_processor_apply_rows_total", "Counter rows sent in applied batches");
   writer_metrics_.apply_seconds =
       &r.histogram("tally_processor_apply_seconds", "One successful counters:apply exchange");
+  writer_metrics_.timeouts =
+      &r.counter("tally_processor_apply_timeouts_total",
+                 "counters:apply attempts that ran out of time (the next one gets twice as long)");
   writer_metrics_.shard_retries =
       &r.counter("tally_processor_apply_shard_retries_total",
                  "counters:apply re-sends addressed only to the shards that failed");
@@ -465,7 +477,25 @@ void ProcessorServer::register_metrics() {
       return running_.load(std::memory_order_acquire) ? static_cast<double>(writers_[p]->queued())
                                                       : 0.0;
     });
+    r.gauge_fn("tally_processor_writer_queue_rows",
+               "Counter rows waiting for the writer (the consumer waits at the bound)", l,
+               [this, p] {
+                 return running_.load(std::memory_order_acquire)
+                            ? static_cast<double>(writers_[p]->queued_rows())
+                            : 0.0;
+               });
+    r.gauge_fn("tally_processor_apply_timeout_seconds",
+               "The timeout of the writer's next attempt (doubles after a timeout)", l, [this, p] {
+                 return running_.load(std::memory_order_acquire)
+                            ? static_cast<double>(writers_[p]->attempt_timeout().count()) / 1000.0
+                            : 0.0;
+               });
   }
+  r.gauge_fn("tally_processor_writer_queue_bound_rows",
+             "Rows that may wait per partition before its consumer waits", {}, [this] {
+               return static_cast<double>(std::max<size_t>(config_.max_batch_rows, 1) *
+                                          kQueuedFlushesPerPartition);
+             });
 }
 
 }  // namespace tally::processor

@@ -6,7 +6,9 @@
 // open, and one probe closes it. Also the dead-letter file format and the replay request.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -34,10 +36,17 @@ class FakeProxy {
     script_.push_back(std::move(r));
   }
   ApplyTransport transport() {
-    return [this](const std::string&, const std::string& body) -> Result<HttpClientResponse> {
+    return [this](const std::string&, const std::string& body,
+                  std::chrono::milliseconds timeout) -> Result<HttpClientResponse> {
+      {
+        std::unique_lock lock(mu_);
+        // A held proxy answers nothing until release(): the writer's queue fills meanwhile.
+        released_cv_.wait(lock, [&] { return !held_; });
+      }
       std::lock_guard lock(mu_);
       json request = json::parse(body);
       requests_.push_back(request);
+      timeouts_.push_back(timeout);
       if (script_.empty()) return make_error(ErrorCode::kUnavailable, "script ended");
       Reply r = script_.front();
       if (script_.size() > 1) script_.pop_front();  // the last reply repeats
@@ -52,9 +61,27 @@ class FakeProxy {
     std::lock_guard lock(mu_);
     return requests_.size();
   }
+  std::vector<std::chrono::milliseconds> timeouts() const {
+    std::lock_guard lock(mu_);
+    return timeouts_;
+  }
+  void hold() {
+    std::lock_guard lock(mu_);
+    held_ = true;
+  }
+  void release() {
+    {
+      std::lock_guard lock(mu_);
+      held_ = false;
+    }
+    released_cv_.notify_all();
+  }
 
  private:
   mutable std::mutex mu_;
+  std::condition_variable released_cv_;
+  bool held_ = false;
+  std::vector<std::chrono::milliseconds> timeouts_;
   std::deque<Reply> script_;
   std::vector<json> requests_;
 };
@@ -76,6 +103,19 @@ json shard(const std::string& name, const std::string& outcome, int64_t mark,
     j["mark"] = mark;
   }
   return j;
+}
+
+FlushBatch batch_of(int64_t from, int64_t to, size_t rows) {
+  FlushBatch b;
+  b.partition = 0;
+  b.from_offset = from;
+  b.to_offset = to;
+  b.events = rows;
+  for (size_t i = 0; i < rows; ++i) {
+    b.rows.push_back({"vid_" + std::to_string(to) + "_" + std::to_string(i), EventType::kView,
+                      1763800020000, 1, 0});
+  }
+  return b;
 }
 
 FlushBatch batch(int64_t from, int64_t to) {
@@ -359,6 +399,119 @@ TEST(ApplyCodecTest, PermanentFailuresAndShardAddressing) {
   json j = json::parse(with_shards(encode_apply_request("p1", batch(-1, 3)), {"-80", "80-"}));
   EXPECT_EQ(j["shards"], json::array({"-80", "80-"}));
   EXPECT_EQ(j["rows"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace tally::processor
+
+namespace tally::processor {
+namespace {
+
+TEST(CounterWriterTest, ATimedOutAttemptGetsTwiceTheTimeAndTheNormalTimeComesBackAfterSuccess) {
+  testing::TempDir dir("writer-timeout");
+  FakeProxy proxy;
+  // The cluster proxy cancelled the statement on time twice (57014), then the shard applies it.
+  proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
+  proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
+  proxy.then([](const json& req) {
+    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
+  });
+  Harness h(dir.path() / "dlq");
+  h.options.timeout = std::chrono::milliseconds(1000);
+  h.options.max_timeout = std::chrono::milliseconds(3000);
+  h.metrics.timeouts = &h.registry.counter("timeouts", "h");
+  auto w = h.start(proxy);
+  w->enqueue(batch(-1, 10));
+  ASSERT_TRUE(wait_until([&] { return w->applied_through() == 10; }));
+  w->enqueue(batch(10, 20));
+  ASSERT_TRUE(wait_until([&] { return w->applied_through() == 20; }));
+  w->stop();
+  using ms = std::chrono::milliseconds;
+  // Doubled after each timeout, capped at max_timeout; back to normal after the success.
+  EXPECT_EQ(proxy.timeouts(), (std::vector<ms>{ms(1000), ms(2000), ms(3000), ms(1000)}));
+  EXPECT_EQ(h.metrics.timeouts->value(), 2u);
+  EXPECT_EQ(h.metrics.dead_lettered->value(), 0u);
+}
+
+TEST(CounterWriterTest, QueuedBatchesMergeOnlyUpToMaxRequestRows) {
+  testing::TempDir dir("writer-merge-bound");
+  FakeProxy proxy;
+  proxy.then([](const json& req) {
+    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
+  });
+  Harness h(dir.path() / "dlq");
+  h.options.max_request_rows = 5;
+  h.options.max_queued_rows = 1000;
+  proxy.hold();
+  auto w = h.start(proxy);
+  // The first batch is taken at once and waits at the held proxy; the next five queue up.
+  w->enqueue(batch_of(-1, 10, 2));
+  ASSERT_TRUE(wait_until([&] { return w->queued() == 0; }));
+  for (int64_t i = 1; i <= 5; ++i) ASSERT_TRUE(w->enqueue(batch_of(i * 10, i * 10 + 10, 2)));
+  proxy.release();
+  ASSERT_TRUE(wait_until([&] { return w->applied_through() == 60; }));
+  w->stop();
+  auto requests = proxy.requests();
+  // (-1,10] alone; then (10,30] and (30,50] with 4 rows each (a third batch would make 6), then
+  // (50,60].
+  ASSERT_EQ(requests.size(), 4u);
+  for (const auto& r : requests) EXPECT_LE(r["rows"].size(), 5u) << r.dump();
+  EXPECT_EQ(requests[1]["from_offset"], 10);
+  EXPECT_EQ(requests[1]["to_offset"], 30);
+  EXPECT_EQ(requests[3]["to_offset"], 60);
+}
+
+TEST(CounterWriterTest, EnqueueWaitsWhileMaxQueuedRowsWaitAndGoesOnOnceTheyAreSent) {
+  testing::TempDir dir("writer-queue-bound");
+  FakeProxy proxy;
+  proxy.then([](const json& req) {
+    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
+  });
+  Harness h(dir.path() / "dlq");
+  h.options.max_request_rows = 2;
+  h.options.max_queued_rows = 4;
+  proxy.hold();
+  auto w = h.start(proxy);
+  w->enqueue(batch_of(-1, 10, 2));
+  ASSERT_TRUE(wait_until([&] { return w->queued() == 0; }));  // in flight, at the held proxy
+  ASSERT_TRUE(w->enqueue(batch_of(10, 20, 2)));
+  ASSERT_TRUE(w->enqueue(batch_of(20, 30, 2)));
+  EXPECT_EQ(w->queued_rows(), 4u);
+  std::atomic<bool> entered{false}, returned{false};
+  std::thread consumer([&] {
+    entered = true;
+    returned = w->enqueue(batch_of(30, 40, 2));
+  });
+  ASSERT_TRUE(wait_until([&] { return entered.load(); }));
+  // The queue is full: the fifth batch must not get in while the proxy holds.
+  EXPECT_FALSE(wait_until([&] { return w->queued_rows() > 4 || returned.load(); },
+                          std::chrono::milliseconds(300)));
+  proxy.release();
+  consumer.join();
+  EXPECT_TRUE(returned.load());
+  ASSERT_TRUE(wait_until([&] { return w->applied_through() == 40; }));
+  w->stop();
+}
+
+TEST(CounterWriterTest, StopEndsAnEnqueueWaitingForRoom) {
+  testing::TempDir dir("writer-queue-stop");
+  FakeProxy proxy;
+  proxy.then([](const json&) { return ok(json::array({shard("-80", "applied", 10)})); });
+  Harness h(dir.path() / "dlq");
+  h.options.max_queued_rows = 2;
+  proxy.hold();
+  auto w = h.start(proxy);
+  w->enqueue(batch_of(-1, 10, 2));
+  ASSERT_TRUE(wait_until([&] { return w->queued() == 0; }));
+  ASSERT_TRUE(w->enqueue(batch_of(10, 20, 2)));
+  std::atomic<int> result{-1};
+  std::thread consumer([&] { result = w->enqueue(batch_of(20, 30, 2)) ? 1 : 0; });
+  std::thread stopper([&] { w->stop(); });
+  ASSERT_TRUE(wait_until([&] { return result.load() >= 0; }));
+  EXPECT_EQ(result.load(), 0);  // refused: the log replays it after a restart
+  proxy.release();
+  consumer.join();
+  stopper.join();
 }
 
 }  // namespace
