@@ -97,6 +97,9 @@ Status PostgresNode::write_settings() const {
       << "wal_retrieve_retry_interval = '200ms'\n"
       << "# pg_rewind (tallyctl shard rejoin) needs full page writes; data checksums are on too.\n"
       << "full_page_writes = on\n"
+      << "# A statement whose client has gone (a proxy hung up on it) stops within a second\n"
+      << "# instead of running on to the end while holding its locks.\n"
+      << "client_connection_check_interval = '1s'\n"
       << "logging_collector = off\n"
       << "log_line_prefix = '%m [%p] %q%u@%d '\n"
       << "log_min_duration_statement = 1000\n";
