@@ -7,12 +7,11 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <regex>
-#include <sstream>
 #include <string>
 
+#include "common/process/child_process.h"
 #include "common/process/system_user.h"
 #include "tallyctl/src/postgres_node.h"
 #include "tests/support/pg_client.h"
@@ -23,18 +22,12 @@ namespace {
 
 constexpr const char* kMarker = "PARAMETER_BODY_MARKER";
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Everything the server logged: its collector files.
 std::string server_log(const std::filesystem::path& dir) {
   std::string all;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) all += slurp(entry.path());
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    all += read_file_from(entry.path(), 0);
   return all;
 }
 

@@ -9,11 +9,10 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/process/child_process.h"
 #include "common/process/log_rotation.h"
 #include "tests/support/test_env.h"
 
@@ -21,13 +20,6 @@ namespace tally {
 namespace {
 
 using Lines = std::vector<std::string>;
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Points stderr at `file` (appending, as `tallyctl cluster up` does) until destroyed.
 class StderrToFile {
@@ -114,7 +106,7 @@ TEST(LogThrottleTest, DestructionReportsWhatIsStillHeldBack) {
     throttle.log("k", "second");
     throttle.log("k", "third");
   }
-  std::string out = slurp(file);
+  std::string out = read_file_from(file, 0);
   EXPECT_NE(out.find(" svc: first\n"), std::string::npos) << out;
   EXPECT_EQ(out.find("second"), std::string::npos) << out;
   EXPECT_NE(out.find(" svc: suppressed 2 similar messages (k)"), std::string::npos) << out;
@@ -149,19 +141,19 @@ TEST(StderrRotationTest, RotatesPastTheBoundAndKeepsTheNamedNumberOfFiles) {
   auto rotated = rotation->check();
   ASSERT_TRUE(rotated) << rotated.error().message;
   EXPECT_TRUE(*rotated);
-  EXPECT_EQ(slurp(dir.path() / "service.log.1"), std::string(101, 'a'));
+  EXPECT_EQ(read_file_from(dir.path() / "service.log.1", 0), std::string(101, 'a'));
   write_stderr('b', 5);  // lands in the fresh file
-  EXPECT_EQ(slurp(file), "bbbbb");
+  EXPECT_EQ(read_file_from(file, 0), "bbbbb");
 
   for (char c : {'c', 'd', 'e'}) {
     write_stderr(c, 150);
     auto again = rotation->check();
     ASSERT_TRUE(again && *again);
   }
-  EXPECT_EQ(slurp(dir.path() / "service.log.1"), std::string(150, 'e'));
-  EXPECT_EQ(slurp(dir.path() / "service.log.2"), std::string(150, 'd'));
+  EXPECT_EQ(read_file_from(dir.path() / "service.log.1", 0), std::string(150, 'e'));
+  EXPECT_EQ(read_file_from(dir.path() / "service.log.2", 0), std::string(150, 'd'));
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "service.log.3"));
-  EXPECT_EQ(slurp(file), "");
+  EXPECT_EQ(read_file_from(file, 0), "");
 }
 
 TEST(StderrRotationTest, LeavesAPipeAlone) {
