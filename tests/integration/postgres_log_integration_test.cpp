@@ -31,12 +31,14 @@ std::string server_log(const std::filesystem::path& dir) {
   return all;
 }
 
-// About 13 MB of apply-like JSON rows; the marker sits past the first 64 bytes in every row.
+// About 13 MB of apply-like JSON rows; the marker sits past the first 64 bytes in every row (a
+// jsonb parameter is logged with its keys sorted by length: the marker's key is the longest).
 std::string big_rows(bool valid) {
   std::string rows = "[";
   const std::string row =
-      std::string("{\"video_id\":\"v0000001\",\"event_type\":\"view\",\"note\":\"") + kMarker +
-      "\",\"count\":1},";
+      std::string(
+          "{\"video_id\":\"v0000001\",\"event_type\":\"view\",\"marker_field_sorted_last\":\"") +
+      kMarker + "\",\"count\":1},";
   while (rows.size() < 13'000'000) rows += row;
   rows.back() = valid ? ']' : '!';
   return rows;
@@ -102,7 +104,7 @@ TEST_F(PostgresLogTest, ASlowStatementLogsAtMost64BytesOfItsParameter) {
       << dir;
   std::string log = server_log(dir);
   EXPECT_EQ(log.find(kMarker), std::string::npos) << "the parameter reached the log";
-  EXPECT_NE(log.find("parameters: $1 = '[{\"video_id\""), std::string::npos)
+  EXPECT_NE(log.find("parameters: $1 = '[{\"count\": 1, \"video_id\""), std::string::npos)
       << "its first bytes are still there to recognise it";
   std::printf("[ measure  ] slow statement with a %zu-byte parameter: %zu bytes logged\n",
               big_rows(true).size(), log.size() - before);
@@ -124,7 +126,14 @@ TEST_F(PostgresLogTest, AFailingStatementLogsAtMost64BytesOfItsParameter) {
   std::string log = server_log(dir);
   size_t logged = log.size() - before;
   std::printf("[ measure  ] failing statement with a 13 MB parameter: %zu bytes logged\n", logged);
-  EXPECT_EQ(log.find(kMarker), std::string::npos) << "the parameter reached the log";
+  // The JSON error's context quotes the ~50 bytes before the bad token (one marker); the
+  // parameter itself holds ~100k of them.
+  size_t markers = 0;
+  for (size_t at = log.find(kMarker, before); at != std::string::npos;
+       at = log.find(kMarker, at + 1)) {
+    ++markers;
+  }
+  EXPECT_LE(markers, 1u) << "the parameter reached the log";
   EXPECT_LT(logged, 4096u);
 }
 
