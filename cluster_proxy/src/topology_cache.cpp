@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/core/log.h"
+
 namespace tally::cluster_proxy {
 
 TopologyCache::TopologyCache(TopologyCacheOptions options, const Clock& clock)
@@ -175,8 +177,8 @@ void TopologyCache::run() {
     if (!st) {
       std::unique_lock lock(mu_);
       if (health_.last_error != st.error().message) {
-        std::fprintf(stderr, "cluster_proxy: topology refresh failed (serving the last one): %s\n",
-                     st.error().message.c_str());
+        log_line("cluster_proxy",
+                 "topology refresh failed (serving the last one): " + st.error().message);
       }
       health_.last_error = st.error().message;
       // Retry soon rather than at the next interval: a watch may have been missed.

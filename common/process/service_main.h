@@ -2,7 +2,8 @@
 // blocked before any thread starts and awaited with sigwait (so no handler runs on a server
 // thread), SIGPIPE is ignored; a ConfigError (it names file, key and expected form) exits 2, a
 // server that cannot start exits 1 with the reason; a signal stops the server and exits 0.
-// Called once, from main, on the main thread.
+// While it serves, the main thread caps the log file stderr goes to (StderrRotation), once a
+// second. Called once, from main, on the main thread.
 #pragma once
 
 #include <pthread.h>
@@ -10,12 +11,15 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include "common/config/yaml_reader.h"
+#include "common/core/log.h"
+#include "common/process/log_rotation.h"
 
 namespace tally {
 
@@ -38,19 +42,33 @@ int run_service(int argc, char** argv, const char* name, Load load, Describe des
   try {
     config.emplace(load(std::filesystem::path(argv[2])));
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    log_line(name, e.what());
     return 2;
   }
   Server server(std::move(*config));
   if (auto st = server.start(); !st) {
-    std::fprintf(stderr, "%s: cannot start: %s\n", name, st.error().message.c_str());
+    log_line(name, "cannot start: " + st.error().message);
     return 1;
   }
   std::string line = describe(server);
-  if (!line.empty()) std::fprintf(stderr, "%s: %s\n", name, line.c_str());
-  int sig = 0;
-  sigwait(&signals, &sig);
-  std::fprintf(stderr, "%s: %s, stopping\n", name, strsignal(sig));
+  if (!line.empty()) log_line(name, line);
+  auto rotation = StderrRotation::for_current_stderr();
+  bool rotation_failed = false;
+  const timespec tick{1, 0};
+  int sig = -1;
+  while (sig < 0) {
+    sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig >= 0 || !rotation || rotation_failed) continue;
+    if (auto rotated = rotation->check(); !rotated) {
+      // Once: a directory the service cannot write to stays that way.
+      rotation_failed = true;
+      log_line(name, "log rotation stopped: " + rotated.error().message);
+    } else if (*rotated) {
+      log_line(name,
+               "log file rotated; the previous lines are in " + rotation->path().string() + ".1");
+    }
+  }
+  log_line(name, std::string(strsignal(sig)) + ", stopping");
   server.stop();
   return 0;
 }

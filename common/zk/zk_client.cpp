@@ -9,12 +9,13 @@
 #include <mutex>
 #include <utility>
 
+#include "common/core/log.h"
 #include "common/zk/zk_client_impl.h"
 
 namespace tally {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr milliseconds kMaxReconnectBackoff{5000};
@@ -23,41 +24,17 @@ constexpr milliseconds kEphemeralRetryDelay{500};
 constexpr int kInitialDataBuffer = 16 * 1024;
 
 void zk_log(const char* level, const std::string& message) {
-  std::fprintf(stderr, "tally zk %s: %s\n", level, message.c_str());
+  log_line(std::string("tally zk ") + level, message);
 }
 
 // The C client logs each reconnect attempt, about thirty lines a second while a server is down.
-// Its lines go to stderr through this sink: at most kLogBurst per kLogWindow, then one line saying
-// how many were dropped. Process-wide like the C client's own log level. Runs on the C client's
-// threads: a short critical section and a write, nothing else.
-constexpr int kLogBurst = 5;
-constexpr std::chrono::seconds kLogWindow{10};
-
+// Its lines go to stderr through this sink, at most 5 per 10 s (LogThrottle's defaults), then one
+// line saying how many were suppressed. Process-wide like the C client's own log level: the C
+// client's callback carries no context. Runs on the C client's threads.
 void c_client_log(const char* message) {
-  static std::mutex mu;
-  static Clock::time_point window_start;
-  static int in_window = 0;
-  static int dropped = 0;
-  int report_dropped = 0;
-  {
-    std::lock_guard lock(mu);
-    auto now = Clock::now();
-    if (now - window_start >= kLogWindow) {
-      report_dropped = dropped;
-      dropped = 0;
-      in_window = 0;
-      window_start = now;
-    }
-    if (in_window >= kLogBurst) {
-      ++dropped;
-      return;
-    }
-    ++in_window;
-  }
-  if (report_dropped > 0) {
-    std::fprintf(stderr, "ZooKeeper C client: %d similar lines dropped\n", report_dropped);
-  }
-  std::fprintf(stderr, "%s\n", message);
+  static const SystemClock clock;
+  static LogThrottle throttle(clock, "ZooKeeper C client");
+  throttle.log("c-client", message);
 }
 
 std::string hex_session(int64_t id) {
@@ -286,7 +263,7 @@ void ZkClientImpl::post_after(milliseconds delay, std::function<void()> task) {
   {
     std::lock_guard lock(queue_mu_);
     if (queue_stopped_) return;
-    timers_.emplace(Clock::now() + delay, std::move(task));
+    timers_.emplace(SteadyClock::now() + delay, std::move(task));
   }
   queue_cv_.notify_one();
 }
@@ -294,7 +271,7 @@ void ZkClientImpl::post_after(milliseconds delay, std::function<void()> task) {
 void ZkClientImpl::run_event_loop() {
   std::unique_lock lock(queue_mu_);
   while (!queue_stopped_) {
-    auto now = Clock::now();
+    auto now = SteadyClock::now();
     while (!timers_.empty() && timers_.begin()->first <= now) {
       queue_.push_back(std::move(timers_.begin()->second));
       timers_.erase(timers_.begin());
@@ -782,7 +759,7 @@ Status ZkClientImpl::hold_ephemeral(const std::string& path, const std::string& 
     std::lock_guard lock(ephemerals_mu_);
     ephemerals_[path] = data;
   }
-  auto deadline = Clock::now() + options_.session_timeout + options_.connect_timeout;
+  auto deadline = SteadyClock::now() + options_.session_timeout + options_.connect_timeout;
   milliseconds backoff{50};
   while (true) {
     Status st = attempt_ephemeral(path);
@@ -793,7 +770,7 @@ Status ZkClientImpl::hold_ephemeral(const std::string& path, const std::string& 
       ephemerals_.erase(path);
       return st;
     }
-    if (Clock::now() + backoff > deadline) {
+    if (SteadyClock::now() + backoff > deadline) {
       // Still held: the event thread keeps trying.
       post([this, path] {
         pending_ephemerals_.insert(path);

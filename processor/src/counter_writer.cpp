@@ -254,10 +254,9 @@ void CounterWriter::record(bool proxy_ok) {
   breaker_->record_failure();
   if (!was_open && breaker_->is_open()) {
     if (metrics_.breaker_opened) metrics_.breaker_opened->inc();
-    std::fprintf(stderr,
-                 "processor: circuit toward the cluster proxy is open (partition %d saw the last "
-                 "failure); writers wait, the log keeps every event\n",
-                 partition_);
+    log_.log("circuit", "circuit toward the cluster proxy is open (partition " +
+                            std::to_string(partition_) +
+                            " saw the last failure); writers wait, the log keeps every event");
   }
 }
 
@@ -381,8 +380,8 @@ bool CounterWriter::deliver(FlushBatch& batch) {
                     "]: " + error;
     }
     if (attempt == 0 || attempt % 20 == 0) {
-      std::fprintf(stderr, "processor: counters:apply %s (attempt %d, retrying)\n",
-                   last_error().c_str(), attempt + 1);
+      log_.log("counters:apply", "counters:apply " + last_error() + " (attempt " +
+                                     std::to_string(attempt + 1) + ", retrying)");
     }
     if (!sleep_backoff(attempt)) return false;
     ++attempt;
@@ -418,20 +417,20 @@ bool CounterWriter::dead_letter(const FlushBatch& batch, const std::string& body
   letter.request = body;
   auto name = write_dead_letter(options_.dead_letter_dir, letter);
   if (!name.ok()) {
-    std::fprintf(stderr, "processor: partition %d batch (%lld, %lld]: %s (the batch is kept)\n",
-                 partition_, static_cast<long long>(batch.from_offset),
-                 static_cast<long long>(batch.to_offset), name.error().message.c_str());
+    log_.log("dead-letter", "partition " + std::to_string(partition_) + " batch (" +
+                                std::to_string(batch.from_offset) + ", " +
+                                std::to_string(batch.to_offset) + "]: " + name.error().message +
+                                " (the batch is kept)");
     return false;
   }
   if (metrics_.dead_lettered) metrics_.dead_lettered->inc();
   std::string names;
   for (const auto& s : shards) names += (names.empty() ? "" : ",") + s;
-  std::fprintf(stderr,
-               "processor: partition %d batch (%lld, %lld] for shard(s) %s to the dead-letter "
-               "directory as %s: %s\n",
-               partition_, static_cast<long long>(batch.from_offset),
-               static_cast<long long>(batch.to_offset), names.empty() ? "all" : names.c_str(),
-               name->c_str(), reason.c_str());
+  log_.log("dead-letter", "partition " + std::to_string(partition_) + " batch (" +
+                              std::to_string(batch.from_offset) + ", " +
+                              std::to_string(batch.to_offset) + "] for shard(s) " +
+                              (names.empty() ? "all" : names) +
+                              " to the dead-letter directory as " + *name + ": " + reason);
   return true;
 }
 

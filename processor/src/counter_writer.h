@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "common/core/circuit_breaker.h"
+#include "common/core/log.h"
 #include "common/core/result.h"
 #include "common/http/http_client.h"
 #include "processor/src/aggregator.h"
@@ -170,6 +171,7 @@ class CounterWriter {
   ApplyTransport transport_;
   SystemClock system_clock_;
   const Clock& clock_;
+  LogThrottle log_{clock_, "processor"};  // retries and dead letters repeat while applies fail
   std::mt19937_64 rng_;
 
   mutable std::mutex mu_;

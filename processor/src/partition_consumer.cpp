@@ -5,6 +5,7 @@
 #include <set>
 #include <vector>
 
+#include "common/core/log.h"
 #include "common/metrics/metrics_registry.h"
 #include "processor/src/durable_file.h"
 #include "processor/src/event_batch.h"
@@ -60,8 +61,8 @@ std::string PartitionConsumer::failure() const {
 }
 
 void PartitionConsumer::fail(const std::string& message) {
-  std::fprintf(stderr, "processor: partition %d consumer stopped: %s\n", options_.partition,
-               message.c_str());
+  log_line("processor",
+           "partition " + std::to_string(options_.partition) + " consumer stopped: " + message);
   std::lock_guard lock(mu_);
   failure_ = message;
 }
@@ -108,8 +109,8 @@ void PartitionConsumer::write_snapshots() {
     snap.bytes = std::string();  // the memory goes back before the log is trimmed
     if (!written) {
       inc(metrics_.snapshot_failures);
-      std::fprintf(stderr, "processor: partition %d: dedup snapshot failed: %s\n",
-                   options_.partition, written.error().message.c_str());
+      log_line("processor", "partition " + std::to_string(options_.partition) +
+                                ": dedup snapshot failed: " + written.error().message);
     } else {
       if (metrics_.snapshot_write_seconds != nullptr) {
         metrics_.snapshot_write_seconds->observe(std::chrono::steady_clock::now() - started);
@@ -121,8 +122,8 @@ void PartitionConsumer::write_snapshots() {
       if (floor >= 0) {
         auto deleted = log_.truncate_before(static_cast<uint64_t>(floor) + 1);
         if (!deleted.ok()) {
-          std::fprintf(stderr, "processor: partition %d: %s\n", options_.partition,
-                       deleted.error().message.c_str());
+          log_line("processor", "partition " + std::to_string(options_.partition) + ": " +
+                                    deleted.error().message);
         } else {
           inc(metrics_.truncated_segments, *deleted);
         }
@@ -151,8 +152,8 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
   if (loaded.ok()) {
     snap = *loaded;
   } else if (loaded.error().code != ErrorCode::kNotFound) {
-    std::fprintf(stderr, "processor: partition %d: %s; starting with an empty dedup cache\n",
-                 options_.partition, loaded.error().message.c_str());
+    log_line("processor", "partition " + std::to_string(options_.partition) + ": " +
+                              loaded.error().message + "; starting with an empty dedup cache");
   }
   snapshot_offset_.store(snap);
   int64_t start = std::min(snap, min_mark) + 1;

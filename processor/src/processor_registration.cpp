@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/core/log.h"
+
 namespace tally::processor {
 
 ProcessorRegistration::ProcessorRegistration(ZkOptions options, ProcessorRecord record)
@@ -48,7 +50,7 @@ void ProcessorRegistration::run() {
     }
     problem_ = "zookeeper " + options_.hosts + ": " + zk.error().message + " (not registered in " +
                path + "; retrying)";
-    if (attempt % 10 == 0) std::fprintf(stderr, "processor: %s\n", problem_.c_str());
+    if (attempt % 10 == 0) log_line("processor", problem_);
     auto wait =
         std::chrono::milliseconds(std::min<int64_t>(5000, int64_t{200} << std::min(attempt, 5)));
     if (cv_.wait_for(lock, wait, [&] { return stopping_; })) return;
@@ -68,9 +70,9 @@ void ProcessorRegistration::run() {
                (zk_retryable(st.error().code) || st.error().code == ErrorCode::kConflict
                     ? " (still trying)"
                     : "");
-    std::fprintf(stderr, "processor: %s\n", problem_.c_str());
+    log_line("processor", problem_);
   } else {
-    std::fprintf(stderr, "processor: registered in ZooKeeper as %s\n", path.c_str());
+    log_line("processor", "registered in ZooKeeper as " + path);
   }
 }
 

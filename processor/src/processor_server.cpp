@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/core/log.h"
 #include "processor/src/event_batch.h"
 
 namespace tally::processor {
@@ -83,8 +84,8 @@ Status ProcessorServer::start() {
     if (!log) return log.error();
     const auto& rec = (*log)->recovery();
     if (rec.cut_bytes > 0) {
-      std::fprintf(stderr, "processor: partition %zu: cut a torn tail of %llu bytes (%s)\n", p,
-                   static_cast<unsigned long long>(rec.cut_bytes), rec.problem.c_str());
+      log_line("processor", "partition " + std::to_string(p) + ": cut a torn tail of " +
+                                std::to_string(rec.cut_bytes) + " bytes (" + rec.problem + ")");
     }
     logs_.push_back(std::move(*log));
     dedups_.push_back(std::make_unique<DedupCache>(config_.dedup_window_ms, dedup_capacity));
@@ -182,8 +183,7 @@ void ProcessorServer::bootstrap() {
     }
     std::unique_lock lock(mu_);
     bootstrap_error_ = "cluster_proxy: cannot read counters:marks: " + r.error().message;
-    if (attempt % 10 == 0)
-      std::fprintf(stderr, "processor: %s (retrying)\n", bootstrap_error_.c_str());
+    if (attempt % 10 == 0) log_line("processor", bootstrap_error_ + " (retrying)");
     auto wait = std::chrono::milliseconds(
         std::min<int64_t>(config_.max_backoff_ms, int64_t{100} << std::min(attempt, 10)));
     if (stop_cv_.wait_for(lock, wait, [&] { return stopping_; })) return;
@@ -210,8 +210,8 @@ void ProcessorServer::bootstrap() {
     consumers_[p]->start(std::move(pm));
   }
   running_.store(true, std::memory_order_release);
-  std::fprintf(stderr, "processor: read the marks of %zu shard(s); consumers and writers run\n",
-               marks.size());
+  log_line("processor", "read the marks of " + std::to_string(marks.size()) +
+                            " shard(s); consumers and writers run");
 }
 
 HealthStatus ProcessorServer::readiness() const {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/core/log.h"
 #include "common/http/admin_endpoints.h"
 #include "common/topology/topology.h"
 #include "shard_proxy/src/client_session.h"
@@ -49,19 +50,18 @@ Status ShardProxyServer::follow_topology() {
   if (!zk) return zk.error();
   zk_ = std::move(*zk);
   // Follow the shard's topology node: a failover moves the leader without a restart.
-  zk_->watch_data(topology_paths::shard(config_.shard),
-                  [this](const std::optional<ZkNodeData>& node) {
-                    if (node) {
-                      auto record = decode_shard(config_.shard, node->data);
-                      if (record) {
-                        state_.set_targets(record->leader, record->replica, record->state);
-                      } else {
-                        std::fprintf(stderr, "shard_proxy: ignoring bad topology node: %s\n",
-                                     record.error().message.c_str());
-                      }
-                    }
-                    topology_seen_ = true;
-                  });
+  zk_->watch_data(
+      topology_paths::shard(config_.shard), [this](const std::optional<ZkNodeData>& node) {
+        if (node) {
+          auto record = decode_shard(config_.shard, node->data);
+          if (record) {
+            state_.set_targets(record->leader, record->replica, record->state);
+          } else {
+            log_line("shard_proxy", "ignoring bad topology node: " + record.error().message);
+          }
+        }
+        topology_seen_ = true;
+      });
   // The watch delivers the node's current data once right after it is armed (on ZooKeeper's
   // event thread): wait for that before serving, bounded so a slow ZooKeeper leaves the config's
   // addresses in place rather than no proxy at all.

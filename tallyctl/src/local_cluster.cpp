@@ -565,7 +565,7 @@ Result<ClusterManifest> create_cluster(const LocalClusterOptions& options,
     zk.role = "zookeeper";
     zk.ports["zk"] = ports.zookeeper;
     zk.data_dir = (options.dir / "zookeeper" / "data").string();
-    zk.log = (options.dir / "zookeeper" / "zookeeper.log").string();
+    zk.log = (options.dir / "zookeeper" / "zookeeper.0.log").string();  // the server log
     zk.config = (options.dir / "zookeeper" / "zoo.cfg").string();
     std::filesystem::create_directories(options.dir / "zookeeper");
     if (auto st = chown_path(options.dir / "zookeeper", run_as); !st) return st.error();

@@ -100,9 +100,23 @@ Status PostgresNode::write_settings() const {
       << "# A statement whose client has gone (a proxy hung up on it) stops within a second\n"
       << "# instead of running on to the end while holding its locks.\n"
       << "client_connection_check_interval = '1s'\n"
-      << "logging_collector = off\n"
+      << "# The server log: one file per hour of the day in " << server_log_dir().string() << ",\n"
+      << "# each emptied when its hour comes round again (time-based rotation truncates; "
+         "size-based\n"
+      << "# rotation would only append to the same name, so it is off). Start-up lines before the\n"
+      << "# collector runs go to " << options_.log_file.filename().string() << ".\n"
+      << "logging_collector = on\n"
+      << "log_directory = '" << server_log_dir().string() << "'\n"
+      << "log_filename = 'postgresql-%H.log'\n"
+      << "log_rotation_age = '1h'\n"
+      << "log_rotation_size = 0\n"
+      << "log_truncate_on_rotation = on\n"
       << "log_line_prefix = '%m [%p] %q%u@%d '\n"
-      << "log_min_duration_statement = 1000\n";
+      << "log_min_duration_statement = 1000\n"
+      << "# Slow statements and errors show at most 64 bytes of each bind parameter: an apply's\n"
+      << "# rows parameter is megabytes of JSON.\n"
+      << "log_parameter_max_length = 64\n"
+      << "log_parameter_max_length_on_error = 64\n";
   if (!out) return make_error(ErrorCode::kInternal, "cannot write " + file.string());
   out.close();
   if (options_.run_as && chown(file.c_str(), options_.run_as->uid, options_.run_as->gid) != 0) {
@@ -210,10 +224,15 @@ Result<pid_t> PostgresNode::start(const PostgresCredentials& credentials,
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (failure.empty()) failure = "did not start in time";
-  return make_error(ErrorCode::kUnavailable, "PostgreSQL " + options_.data_dir.string() +
-                                                 " on port " + std::to_string(options_.port) + " " +
-                                                 failure + "; log " + options_.log_file.string() +
-                                                 ":\n" + tail_file(options_.log_file));
+  return make_error(ErrorCode::kUnavailable,
+                    "PostgreSQL " + options_.data_dir.string() + " on port " +
+                        std::to_string(options_.port) + " " + failure + "; log " +
+                        options_.log_file.string() + ":\n" + tail_file(options_.log_file) +
+                        "\n(later lines: " + server_log_dir().string() + "/postgresql-HH.log)");
+}
+
+std::filesystem::path PostgresNode::server_log_dir() const {
+  return options_.log_file.parent_path() / (options_.log_file.stem().string() + "-log");
 }
 
 Status PostgresNode::stop(pid_t pid, std::chrono::milliseconds grace) const {

@@ -56,6 +56,9 @@ class PostgresNode {
   // Starts the postmaster and waits until it accepts connections (a standby: hot standby ready).
   Result<pid_t> start(const PostgresCredentials& credentials,
                       std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // Where the server logs once it runs (its logging collector): postgresql-HH.log, one file per
+  // hour of the day, next to options().log_file as "<log_file stem>-log".
+  std::filesystem::path server_log_dir() const;
   // True when the server accepts connections (PQping).
   bool accepting(const PostgresCredentials& credentials) const;
   // Fast shutdown (SIGINT), then SIGKILL after `grace`.

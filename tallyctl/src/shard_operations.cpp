@@ -511,7 +511,7 @@ Result<SwitchoverOutcome> switchover_shard(const SwitchoverOptions& options,
                                         [&] { return slot_streaming(*on_replica, slot); });
   if (!out.old_leader_streaming) {
     progress << "  warning: " << before.leader << " runs as a standby but " << before.replica
-             << " does not list it streaming yet (see " << leader.options().log_file.string()
+             << " does not list it streaming yet (see " << leader.server_log_dir().string()
              << ")\n";
   } else {
     progress << "  " << before.leader << " streams from " << before.replica << " (slot " << slot
@@ -632,7 +632,7 @@ Result<RejoinOutcome> rejoin_shard_node(const RejoinOptions& options, std::ostre
     return make_error(ErrorCode::kTimeout, address + " runs as a standby but " + leader_address +
                                                " does not list it streaming after " +
                                                std::to_string(options.streaming_timeout.count()) +
-                                               " ms (log " + target.options().log_file.string() +
+                                               " ms (log " + target.server_log_dir().string() +
                                                "); it stays fenced");
   }
   if (auto on_node = ctx.admin_session(target)) (void)drop_unused_slots(*on_node, "");

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <fstream>
 #include <thread>
 
@@ -16,9 +17,11 @@
 namespace tally {
 namespace {
 
-// Debian's zookeeper.jar names its dependencies in its manifest; slf4j-simple sends the server's
-// log to stderr, which we redirect to the node's log file.
-constexpr const char* kClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar";
+// Debian's zookeeper.jar names its dependencies in its manifest; slf4j-jdk14 sends the server's
+// log to java.util.logging, whose FileHandler rotates it by size (logging.properties below).
+constexpr const char* kClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-jdk14.jar";
+constexpr uint64_t kLogFileBytes = 16ull << 20;
+constexpr int kLogFiles = 3;
 
 }  // namespace
 
@@ -51,8 +54,27 @@ Status ZooKeeperNode::write_config() const {
     return make_error(ErrorCode::kInternal, "cannot write " + config_file().string());
   }
   cfg.close();
+  // A record lands in zookeeper.0.log; past the limit the files shift (0 -> 1 -> 2) and the oldest
+  // is dropped. A start appends to zookeeper.0.log.
+  std::ofstream logging(logging_config_file(), std::ios::trunc);
+  logging << "# Written by tallyctl: ZooKeeper's log, " << kLogFiles << " files of at most "
+          << kLogFileBytes << " bytes (plus one record).\n"
+          << "handlers = java.util.logging.FileHandler\n"
+          << ".level = INFO\n"
+          << "java.util.logging.FileHandler.pattern = "
+          << (options_.dir / "zookeeper.%g.log").string() << "\n"
+          << "java.util.logging.FileHandler.limit = " << kLogFileBytes << "\n"
+          << "java.util.logging.FileHandler.count = " << kLogFiles << "\n"
+          << "java.util.logging.FileHandler.append = true\n"
+          << "java.util.logging.FileHandler.formatter = java.util.logging.SimpleFormatter\n"
+          << "java.util.logging.SimpleFormatter.format = "
+             "%1$tY-%1$tm-%1$tdT%1$tH:%1$tM:%1$tS.%1$tL %4$s %3$s: %5$s%6$s%n\n";
+  if (!logging) {
+    return make_error(ErrorCode::kInternal, "cannot write " + logging_config_file().string());
+  }
+  logging.close();
   if (options_.run_as) {
-    for (const auto& p : {options_.dir, data_dir(), config_file()}) {
+    for (const auto& p : {options_.dir, data_dir(), config_file(), logging_config_file()}) {
       if (chown(p.c_str(), options_.run_as->uid, options_.run_as->gid) != 0) {
         return make_error(ErrorCode::kInternal, "cannot chown " + p.string());
       }
@@ -68,7 +90,7 @@ Result<pid_t> ZooKeeperNode::start(std::chrono::milliseconds timeout) {
                 "-Xmx256m",
                 "-XX:+UseSerialGC",
                 "-Dzookeeper.admin.enableServer=false",
-                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-Djava.util.logging.config.file=" + logging_config_file().string(),
                 "-cp",
                 kClassPath,
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
@@ -89,6 +111,7 @@ Result<pid_t> ZooKeeperNode::start(std::chrono::milliseconds timeout) {
   return make_error(ErrorCode::kUnavailable,
                     std::string("ZooKeeper on 127.0.0.1:") + std::to_string(options_.client_port) +
                         (alive ? " did not answer in time" : " exited during start-up") + "; log " +
+                        server_log_file().string() + ":\n" + tail_file(server_log_file()) + "\n" +
                         log_file().string() + ":\n" + tail_file(log_file()));
 }
 

@@ -27,7 +27,11 @@ class ZooKeeperNode {
   explicit ZooKeeperNode(ZooKeeperNodeOptions options);
 
   std::filesystem::path config_file() const { return options_.dir / "zoo.cfg"; }
+  // The JVM's own output (stdout, stderr); the server's log is server_log_file() and the files it
+  // rotates to, zookeeper.1.log and zookeeper.2.log.
   std::filesystem::path log_file() const { return options_.dir / "zookeeper.log"; }
+  std::filesystem::path server_log_file() const { return options_.dir / "zookeeper.0.log"; }
+  std::filesystem::path logging_config_file() const { return options_.dir / "logging.properties"; }
   std::filesystem::path data_dir() const { return options_.dir / "data"; }
   int client_port() const { return options_.client_port; }
   std::string connect_string() const;
