@@ -83,6 +83,11 @@ Status ClusterProxyServer::start() {
     metrics_.gauge_fn("tally_cluster_proxy_stats_cache_bytes",
                       "Bytes the stats cache holds (charged: key, value and overhead)", {},
                       [this] { return static_cast<double>(stats_cache_->stats().bytes); });
+    metrics_.gauge_fn("tally_cluster_proxy_stats_cache_max_bytes",
+                      "Stats cache bound (cache.local_max_bytes)", {},
+                      [this] { return static_cast<double>(stats_cache_->max_bytes()); });
+    metrics_.gauge_fn("tally_cluster_proxy_stats_cache_entries", "Stats cache entries held", {},
+                      [this] { return static_cast<double>(stats_cache_->stats().entries); });
     metrics_.gauge_fn("tally_cluster_proxy_stats_cache_evictions",
                       "Live stats cache entries dropped to stay within cache.local_max_bytes", {},
                       [this] { return static_cast<double>(stats_cache_->stats().evictions); });

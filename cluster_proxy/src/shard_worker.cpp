@@ -147,10 +147,15 @@ class CallOp : public std::enable_shared_from_this<CallOp>, private ResultSink {
     current_.assign(ex.statements.size(), StatementResult{});
     bool sent = lease_->set_pipeline(true);
     std::vector<const char*> values;
+    size_t payload = 0;
     for (size_t i = 0; sent && i < ex.statements.size(); ++i) {
       const ShardStatement& st = ex.statements[i];
       values.clear();
-      for (const auto& p : st.params) values.push_back(p ? p->c_str() : nullptr);
+      payload += st.text.size();
+      for (const auto& p : st.params) {
+        values.push_back(p ? p->c_str() : nullptr);
+        payload += p ? p->size() : 0;
+      }
       const int n = static_cast<int>(values.size());
       if (st.prepare) {
         const std::string* name = lease_->prepared(st.text);
@@ -179,6 +184,7 @@ class CallOp : public std::enable_shared_from_this<CallOp>, private ResultSink {
     }
     in_exchange_ = true;
     self_ = shared_from_this();
+    lease_->note_sent(payload);
     lease_->run_exchange(*this);
   }
 

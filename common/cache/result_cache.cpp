@@ -7,6 +7,9 @@
 namespace tally {
 namespace {
 
+// kInlineStringCapacity and the node sizes in kEntryOverheadBytes describe libstdc++ on LP64.
+static_assert(sizeof(std::string) == 4 * sizeof(void*), "ResultCache's charge assumes libstdc++");
+
 // The shard's mutex is held wherever a counter changes, so a plain load and store does; readers
 // on other threads still see whole values.
 void bump(std::atomic<uint64_t>& counter) {
@@ -100,7 +103,7 @@ std::shared_ptr<const std::string> ResultCache::lookup(std::string_view key) {
 bool ResultCache::insert(std::string key, std::shared_ptr<const std::string> value,
                          std::chrono::milliseconds ttl) {
   const bool refused = !value || ttl <= std::chrono::milliseconds::zero() ||
-                       charge_of(key.size(), value->size()) > max_entry_bytes_;
+                       charge_of(key.capacity(), value->capacity()) > max_entry_bytes_;
   const TimePoint now = clock_();
   Shard& shard = shard_for(key);
   std::lock_guard<std::mutex> lock(shard.mutex);
@@ -113,21 +116,21 @@ bool ResultCache::insert(std::string key, std::shared_ptr<const std::string> val
     bump(shard.rejected);
     return false;
   }
-  const std::size_t charge = charge_of(key.size(), value->size());
-  const TimePoint expires = now + std::min(ttl, kMaxTtl);
-  if (found != shard.index.end()) {
-    const auto it = found->second;
-    shard.bytes -= it->charge;
-    it->value = std::move(value);
-    it->expires = expires;
-    it->charge = charge;
-    shard.lru.splice(shard.lru.begin(), shard.lru, it);
-  } else {
-    shard.lru.push_front(Entry{std::move(key), std::move(value), expires, charge});
-    shard.index.emplace(std::string_view(shard.lru.front().key), shard.lru.begin());
-  }
+  // A replacement drops the old entry and stores the new key: the charge is the new key's.
+  if (found != shard.index.end()) drop(shard, found->second);
+  const std::size_t charge = charge_of(key.capacity(), value->capacity());
+  shard.lru.push_front(
+      Entry{std::move(key), std::move(value), now + std::min(ttl, kMaxTtl), charge});
+  shard.index.emplace(std::string_view(shard.lru.front().key), shard.lru.begin());
   shard.bytes += charge;
   bump(shard.inserts);
+  // Expired entries at the LRU tail go now rather than when the bound needs their room: with a
+  // short TTL most of a full cache would otherwise be answers nobody may read. Each entry is
+  // dropped once, so this costs O(1) per insert over time.
+  while (shard.lru.size() > 1 && now >= std::prev(shard.lru.end())->expires) {
+    bump(shard.expirations);
+    drop(shard, std::prev(shard.lru.end()));
+  }
   // The new entry is at the front and fits alone (charge <= max_entry_bytes_ <= shard_bytes_),
   // so this stops before reaching it.
   while (shard.bytes > shard_bytes_) {

@@ -1,10 +1,13 @@
 // ResultCache: encoded responses of reads, by a key the caller builds (the shard proxy: statement
 // text, parameter values, result formats, database, user; the cluster proxy: the canonical stats
-// request), each with its own TTL, under a memory bound with LRU eviction. Lookups and inserts are
+// request), each with its own TTL, under a memory bound with LRU eviction. The bound counts what an
+// entry really takes from the allocator (key and value buffers, list and index nodes, bucket
+// slots, the value's control block), not just key and value lengths. Lookups and inserts are
 // O(1); a hit shares the stored bytes (no copy). Any thread: the cache is split into shards by key
 // hash, each behind its own mutex; stats() reads atomics without locking.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -26,7 +29,7 @@ namespace tally {
 using CacheClock = std::function<std::chrono::steady_clock::time_point()>;
 
 struct ResultCacheOptions {
-  // Upper bound of the charged bytes of all entries: key + value + kEntryOverheadBytes each.
+  // Upper bound of the charged bytes of all entries (see ResultCache::charge_of).
   std::size_t max_bytes = std::size_t{64} << 20;
   // Independent LRU shards, each bounded by max_bytes / shards. 1..1024.
   std::size_t shards = 16;
@@ -49,11 +52,38 @@ struct ResultCacheStats {
   uint64_t entries = 0;      // entries held now
 };
 
+namespace result_cache_detail {
+
+struct Entry {
+  std::string key;
+  std::shared_ptr<const std::string> value;
+  std::chrono::steady_clock::time_point expires;
+  std::size_t charge;
+};
+
+// glibc malloc's chunk for a request: the request plus an 8-byte header, rounded up to 16 bytes,
+// at least 32.
+constexpr std::size_t allocation_bytes(std::size_t request) {
+  return std::max<std::size_t>(32, (request + sizeof(std::size_t) + 15) & ~std::size_t{15});
+}
+// libstdc++ keeps up to 15 characters inside the std::string object.
+inline constexpr std::size_t kInlineStringCapacity = 15;
+
+}  // namespace result_cache_detail
+
 class ResultCache {
  public:
-  // Per-entry estimate of the bookkeeping beyond key and value bytes: list and hash nodes, the
-  // shared_ptr control block and the string headers.
-  static constexpr std::size_t kEntryOverheadBytes = 160;
+  // What an entry takes beyond its key's and value's character buffers: its list node (the
+  // Entry and two links), its index node (link, key view, iterator, cached hash), up to two
+  // bucket slots (the index doubles its buckets at a load factor of 1) and the control block
+  // std::make_shared puts in front of the value's std::string.
+  static constexpr std::size_t kEntryOverheadBytes =
+      result_cache_detail::allocation_bytes(sizeof(result_cache_detail::Entry) +
+                                            2 * sizeof(void*)) +
+      result_cache_detail::allocation_bytes(sizeof(void*) + sizeof(std::string_view) +
+                                            sizeof(void*) + sizeof(std::size_t)) +
+      2 * sizeof(void*) +
+      result_cache_detail::allocation_bytes(2 * sizeof(void*) + sizeof(std::string));
   static constexpr std::size_t kMaxShards = 1024;
   static constexpr std::chrono::milliseconds kMaxTtl = std::chrono::hours(24 * 366);
 
@@ -69,9 +99,9 @@ class ResultCache {
   std::shared_ptr<const std::string> lookup(std::string_view key);
 
   // Stores `value` under `key` for `ttl` (it is a hit while now < insert time + ttl; a ttl above
-  // kMaxTtl counts as kMaxTtl), replacing
-  // an entry of the same key, then evicts the least recently used entries of the shard until it
-  // is within its bound. Returns false, storing nothing, for a null value, ttl <= 0 or an entry
+  // kMaxTtl counts as kMaxTtl), replacing an entry of the same key, drops the expired entries at
+  // the shard's LRU tail, then evicts the least recently used entries of the shard until it is
+  // within its bound. Returns false, storing nothing, for a null value, ttl <= 0 or an entry
   // larger than max_entry_bytes() (an existing entry of that key is dropped in that case, so a
   // stale response never outlives a refused fresh one).
   bool insert(std::string key, std::shared_ptr<const std::string> value,
@@ -87,20 +117,23 @@ class ResultCache {
   ResultCacheStats stats() const;
   std::size_t max_bytes() const { return shard_bytes_ * shards_.size(); }
   std::size_t max_entry_bytes() const { return max_entry_bytes_; }
-  // The charge of an entry: what counts against the bound.
-  static std::size_t charge_of(std::size_t key_bytes, std::size_t value_bytes) {
-    return key_bytes + value_bytes + kEntryOverheadBytes;
+  // The charge of an entry whose key and value strings have these capacities (not sizes: a
+  // string built by appending holds more than it uses): what counts against the bound. Values
+  // are expected to come from std::make_shared (one allocation with the control block).
+  static constexpr std::size_t charge_of(std::size_t key_capacity, std::size_t value_capacity) {
+    return string_heap_bytes(key_capacity) + string_heap_bytes(value_capacity) +
+           kEntryOverheadBytes;
+  }
+  // Heap bytes of a std::string's character buffer of this capacity.
+  static constexpr std::size_t string_heap_bytes(std::size_t capacity) {
+    return capacity <= result_cache_detail::kInlineStringCapacity
+               ? 0
+               : result_cache_detail::allocation_bytes(capacity + 1);
   }
 
  private:
   using TimePoint = std::chrono::steady_clock::time_point;
-
-  struct Entry {
-    std::string key;
-    std::shared_ptr<const std::string> value;
-    TimePoint expires;
-    std::size_t charge;
-  };
+  using Entry = result_cache_detail::Entry;
 
   // One LRU: most recent at the front. The index keys view the list nodes' keys (list nodes do
   // not move). Counters are atomics so stats() needs no lock; they are written under `mutex`.

@@ -1,7 +1,8 @@
 // The endpoints every Tally service serves next to its own API:
 //   GET /healthz  200 "ok" while the process runs (liveness)
 //   GET /readyz   200 {"ready":true,"reasons":[]} or 503 {"ready":false,"reasons":[...]}
-//   GET /metrics  the registry in the Prometheus text format 0.0.4
+//   GET /metrics  the registry in the Prometheus text format 0.0.4, and the process's resident
+//                 memory (process_resident_memory_bytes)
 #pragma once
 
 #include <functional>

@@ -11,6 +11,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -91,6 +92,13 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   size_t prepared_count() const { return prepared_.size(); }
   static constexpr size_t kMaxSharedPrepared = 1000;
 
+  // libpq grows its send buffer to the largest message batch it was given and never shrinks it:
+  // the connection holds that much until it closes. Senders report each exchange's payload
+  // (statement texts and parameter values); the pool closes a connection whose largest payload
+  // passed PoolOptions::max_retained_send_bytes instead of keeping it.
+  void note_sent(size_t bytes) { largest_sent_ = std::max(largest_sent_, bytes); }
+  size_t largest_sent() const { return largest_sent_; }
+
   // Marks the connection unusable (e.g. the node was demoted); the pool drops it.
   void retire() { retired_ = true; }
   // Gives up on the exchanges in flight (a caller's deadline passed): shuts the socket down, so
@@ -139,6 +147,7 @@ class BackendConnection : public std::enable_shared_from_this<BackendConnection>
   bool retired_ = false;
   bool shared_ = false;
   uint64_t next_statement_ = 0;
+  size_t largest_sent_ = 0;
   struct PreparedStatement {
     std::string name;
     bool confirmed = false;

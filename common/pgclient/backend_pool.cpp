@@ -34,6 +34,7 @@ void BackendPool::publish() {
 bool BackendPool::keepable(const Lease& c) const {
   if (!c->usable() || PQtransactionStatus(c->pg()) != PQTRANS_IDLE) return false;
   if (c->prepared_count() > options_.max_prepared_per_connection) return false;
+  if (c->largest_sent() > options_.max_retained_send_bytes) return false;
   auto it = generation_of_.find(c.get());
   return it != generation_of_.end() && it->second == generation_;
 }
@@ -171,7 +172,8 @@ BackendPool::Lease BackendPool::acquire_shared() {
 
 void BackendPool::release_shared(const Lease& c) {
   if (!c) return;
-  if (c->usable() && c->prepared_count() <= options_.max_prepared_per_connection) {
+  if (c->usable() && c->prepared_count() <= options_.max_prepared_per_connection &&
+      c->largest_sent() <= options_.max_retained_send_bytes) {
     if (waiters_.empty() || c->in_flight() != 0) return;
     // Exclusive work is waiting for a connection: this one has nothing in flight, so it serves it.
     if (Lease quiet = unshare_quiet()) hand_out(std::move(quiet));

@@ -38,6 +38,10 @@ struct PoolOptions {
   std::chrono::milliseconds wait_timeout{5000};
   std::chrono::milliseconds connect_timeout{2000};
   size_t max_prepared_per_connection = 1000;
+  // A connection that once sent an exchange larger than this (BackendConnection::note_sent) is
+  // closed when released rather than kept holding libpq's grown send buffer: the pool's retained
+  // send buffers stay within max_size times this.
+  size_t max_retained_send_bytes = size_t{1} << 20;
   PoolGauges* gauges = nullptr;  // optional
   // Shared (pipelined) connections, out of max_size; 0: every lease is exclusive.
   size_t max_shared = 0;

@@ -20,6 +20,8 @@ namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 // Stop reading from a client that pipelines faster than we answer once this much is buffered.
 constexpr size_t kMaxBufferedInput = 4 * 1024 * 1024;
+// A send buffer that grew past this for one large answer is freed once it is written.
+constexpr size_t kKeepOutputBytes = 1024 * 1024;
 
 std::string statement_key(std::string_view query, const std::vector<uint32_t>& types) {
   std::string key(query);
@@ -101,6 +103,11 @@ void ClientSession::flush_output() {
   asio::async_write(socket_, asio::buffer(writing_),
                     [self = shared_from_this()](boost::system::error_code ec, size_t) {
                       self->write_pending_ = false;
+                      // The two buffers swap roles; one that held a large answer is given back
+                      // rather than kept for the session's lifetime.
+                      if (self->writing_.capacity() > kKeepOutputBytes) {
+                        std::string().swap(self->writing_);
+                      }
                       self->writing_.clear();
                       if (ec) {
                         self->close();
@@ -428,6 +435,7 @@ void ClientSession::on_query(std::string sql) {
   run_on_server(route, [this, sql = std::move(sql),
                         pipelined = route.shareable](BackendPool::Lease conn) {
     steps_.clear();
+    conn->note_sent(sql.size());
     if (pipelined) {
       if (!conn->set_pipeline(true) ||
           PQsendQueryParams(conn->pg(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) !=
@@ -811,6 +819,7 @@ const std::string* ClientSession::ensure_prepared(BackendConnection& conn,
 void ClientSession::issue_batch(BackendPool::Lease& lease) {
   BackendConnection& conn = *lease;
   PGconn* pg = conn.pg();
+  size_t payload = 0;  // parameter bytes sent (statement texts are bounded by the decoder)
   auto broken = [this, &conn]() {
     exchange_finished(make_error(ErrorCode::kUnavailable, "cannot send to " + conn.node() + ": " +
                                                               PQerrorMessage(conn.pg())));
@@ -888,6 +897,7 @@ void ClientSession::issue_batch(BackendPool::Lease& lease) {
           for (size_t k = 0; k < n; ++k) {
             values[k] = p.parameters[k] ? p.parameters[k]->c_str() : nullptr;
             lengths[k] = p.parameters[k] ? static_cast<int>(p.parameters[k]->size()) : 0;
+            payload += static_cast<size_t>(lengths[k]);
             formats[k] = p.parameter_formats.empty()       ? 0
                          : p.parameter_formats.size() == 1 ? p.parameter_formats[0]
                                                            : p.parameter_formats[k];
@@ -911,6 +921,7 @@ void ClientSession::issue_batch(BackendPool::Lease& lease) {
     broken();
     return;
   }
+  conn.note_sent(payload);
   conn.run_exchange(*this);
 }
 

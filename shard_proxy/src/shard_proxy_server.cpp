@@ -161,8 +161,16 @@ Status ShardProxyServer::start() {
                        [this] { return static_cast<double>(cache_->stats().hits); });
     registry_.gauge_fn("tally_shard_proxy_cache_misses", "Result cache misses", {},
                        [this] { return static_cast<double>(cache_->stats().misses); });
-    registry_.gauge_fn("tally_shard_proxy_cache_bytes", "Result cache bytes held", {},
+    registry_.gauge_fn("tally_shard_proxy_cache_bytes",
+                       "Result cache bytes held (charged: key, value and overhead)", {},
                        [this] { return static_cast<double>(cache_->stats().bytes); });
+    registry_.gauge_fn("tally_shard_proxy_cache_max_bytes", "Result cache bound (cache.max_bytes)",
+                       {}, [this] { return static_cast<double>(cache_->max_bytes()); });
+    registry_.gauge_fn("tally_shard_proxy_cache_entries", "Result cache entries held", {},
+                       [this] { return static_cast<double>(cache_->stats().entries); });
+    registry_.gauge_fn("tally_shard_proxy_cache_evictions",
+                       "Live result cache entries dropped to stay within cache.max_bytes", {},
+                       [this] { return static_cast<double>(cache_->stats().evictions); });
   }
   add_admin_routes(*http_, registry_, [this] { return readiness(); });
   if (auto st = http_->start(); !st) return st;

@@ -689,9 +689,15 @@ TEST_F(HttpServerTest, MetricsEndpointRendersServerMetrics) {
            "server=\"test\"} 1\n",
            "tally_http_open_connections{server=\"test\"} ",  // 1 to 3: closes race
            "# TYPE tally_http_request_duration_seconds histogram\n",
+           "# TYPE process_resident_memory_bytes gauge\n",
+           "\nprocess_resident_memory_bytes ",
        }) {
     EXPECT_NE(r->body.find(line), std::string::npos) << line << "\n---\n" << r->body;
   }
+  const std::string rss_line = "\nprocess_resident_memory_bytes ";
+  const size_t rss_at = r->body.find(rss_line);
+  ASSERT_NE(rss_at, std::string::npos);
+  EXPECT_GT(std::stoll(r->body.substr(rss_at + rss_line.size())), 1 << 20);  // a live process
 }
 
 TEST_F(HttpServerTest, HealthzAndReadyzWithReasons) {

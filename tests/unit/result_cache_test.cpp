@@ -1,9 +1,11 @@
-// Unit tests for the shard proxy's result cache: hits share the stored bytes, TTLs on an injected
-// clock, LRU order per shard, the memory bound and the per-entry limit, option checks, and four
-// threads reading and writing at once with consistent counters (run under TSan as well).
+// Unit tests for the proxies' result cache: hits share the stored bytes, TTLs on an injected
+// clock, LRU order per shard, the memory bound and the per-entry limit, the charge against what
+// malloc really hands out, option checks, and four threads reading and writing at once with
+// consistent counters (run under TSan as well).
 #include "common/cache/result_cache.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <atomic>
 #include <chrono>
@@ -136,6 +138,25 @@ TEST(ResultCache, ExpiredTailCountsAsExpirationWhenEvicted) {
   EXPECT_EQ(cache->stats().evictions, 0U);
 }
 
+// Far below its bound, a cache with a short TTL still lets expired answers go: each insert
+// drops the expired entries at its shard's LRU tail.
+TEST(ResultCache, InsertDropsTheExpiredTail) {
+  FakeClock clock;
+  auto cache = make_cache({.max_bytes = 1 << 20, .shards = 1, .clock = clock.as_function()});
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(cache->insert("old-" + std::to_string(i), bytes(100), milliseconds(500)));
+  }
+  ASSERT_TRUE(cache->insert("young", bytes(100), milliseconds(5000)));
+  clock.advance(milliseconds(500));
+  ASSERT_TRUE(cache->insert("new", bytes(100), milliseconds(500)));
+  const ResultCacheStats stats = cache->stats();
+  EXPECT_EQ(stats.entries, 2U);
+  EXPECT_EQ(stats.expirations, 100U);
+  EXPECT_EQ(stats.evictions, 0U);
+  EXPECT_EQ(stats.bytes, 2 * ResultCache::charge_of(5, 100));
+  EXPECT_NE(cache->lookup("young"), nullptr);
+}
+
 TEST(ResultCache, OversizedEntryIsNeverCached) {
   FakeClock clock;
   ResultCacheOptions options;
@@ -145,7 +166,9 @@ TEST(ResultCache, OversizedEntryIsNeverCached) {
   options.clock = clock.as_function();
   auto cache = make_cache(options);
   EXPECT_EQ(cache->max_entry_bytes(), (std::size_t{1} << 20) / 4 / 8);
-  const std::size_t fits = cache->max_entry_bytes() - ResultCache::kEntryOverheadBytes - 3;
+  // The largest value that fits beside a 3-byte key: one byte more is over the limit.
+  std::size_t fits = cache->max_entry_bytes();
+  while (ResultCache::charge_of(3, fits) > cache->max_entry_bytes()) --fits;
   EXPECT_TRUE(cache->insert("key", bytes(fits), milliseconds(1000)));
   EXPECT_FALSE(cache->insert("big", bytes(fits + 1), milliseconds(1000)));
   EXPECT_EQ(cache->lookup("big"), nullptr);
@@ -194,6 +217,60 @@ TEST(ResultCache, MemoryBoundHoldsUnderManyInserts) {
   EXPECT_EQ(stats.inserts - stats.evictions, stats.entries);
 }
 
+// Bytes malloc has handed out and not taken back, over all arenas (this test's thread only
+// allocates from one).
+std::size_t heap_in_use() {
+  return mallinfo2().uordblks;
+}
+
+// Many small entries: the charge must cover what the entries really take from malloc (keys built
+// by appending hold spare capacity; nodes, buckets and control blocks cost more than the text).
+TEST(ResultCache, ChargeCoversWhatMallocHandsOut) {
+  FakeClock clock;
+  auto cache =
+      make_cache({.max_bytes = std::size_t{1} << 30, .shards = 1, .clock = clock.as_function()});
+  ASSERT_TRUE(cache);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::size_t> value_size(0, 300);
+  const std::size_t before = heap_in_use();
+  for (int i = 0; i < 50'000; ++i) {
+    std::string key = "shard-" + std::to_string(i % 4);
+    key += "|v" + std::to_string(i) + "|view|2025-11-22T00:00:00Z|2025-11-23T00:00:00Z#";
+    key += std::to_string(i % 7);
+    ASSERT_TRUE(cache->insert(std::move(key), bytes(value_size(rng)), milliseconds(60'000)));
+  }
+  const std::size_t used = heap_in_use() - before;
+  const ResultCacheStats stats = cache->stats();
+  ASSERT_EQ(stats.entries, 50'000U);
+  EXPECT_GE(stats.bytes, used) << "charged " << stats.bytes << ", malloc holds " << used;
+  EXPECT_LE(stats.bytes, used + used / 10)
+      << "charged " << stats.bytes << ", malloc holds " << used;
+  cache->clear();
+  EXPECT_LE(heap_in_use(), before + used / 100);  // what was counted is what goes
+}
+
+// Filled far past its bound with tiny entries, the cache evicts at the bound and the memory it
+// really holds stays within it.
+TEST(ResultCache, TinyEntriesEvictAtTheBoundOfRealMemory) {
+  FakeClock clock;
+  ResultCacheOptions options;
+  options.max_bytes = 4 << 20;
+  options.shards = 16;
+  options.clock = clock.as_function();
+  const std::size_t before = heap_in_use();
+  auto cache = make_cache(options);
+  ASSERT_TRUE(cache);
+  for (int i = 0; i < 200'000; ++i) {
+    cache->insert("key-" + std::to_string(i) + "-of-many-small-ones", bytes(40),
+                  milliseconds(60'000));
+  }
+  const ResultCacheStats stats = cache->stats();
+  EXPECT_GT(stats.evictions, 100'000U);
+  EXPECT_LE(stats.bytes, options.max_bytes);
+  EXPECT_GT(stats.bytes, options.max_bytes - options.max_bytes / 10);
+  EXPECT_LE(heap_in_use() - before, options.max_bytes + options.max_bytes / 20);
+}
+
 TEST(ResultCache, EraseClearAndPurge) {
   FakeClock clock;
   auto cache = make_cache({.max_bytes = 1 << 20, .shards = 4, .clock = clock.as_function()});
@@ -230,8 +307,9 @@ TEST(ResultCache, CreateRejectsBadOptions) {
   ASSERT_FALSE(error.ok());
   EXPECT_EQ(error.error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(error.error().message,
-            "result cache max_bytes=1000: expected at least 40960 for 16 shards and entries up "
-            "to 1/8 of a shard");
+            "result cache max_bytes=1000: expected at least " +
+                std::to_string(16 * 8 * 2 * ResultCache::kEntryOverheadBytes) +
+                " for 16 shards and entries up to 1/8 of a shard");
   // Defaults are valid and use the real clock.
   auto cache = make_cache({});
   ASSERT_TRUE(cache);
