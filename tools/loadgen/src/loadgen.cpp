@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -257,7 +258,7 @@ std::map<CounterKey, CounterTotals> Loadgen::expected() const {
   return ledger_.accepted;
 }
 
-Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
+Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait, AuditScope scope) const {
   auto url = parse_http_url(options_.rest_url);
   if (!url) return make_error(ErrorCode::kUnavailable, "REST URL: " + url.error().message);
   std::map<CounterKey, CounterTotals> accepted;
@@ -272,10 +273,17 @@ Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
     max_ts = ledger_.max_ts;
   }
   if (min_ts == 0) min_ts = max_ts = now_ms();
-  // Every (video, type) of this run, so counts for pairs never acknowledged show up too.
   std::vector<CounterKey> keys;
-  for (int v = 0; v < options_.videos; ++v)
-    for (const char* type : kTypes) keys.push_back(CounterKey{video_id(v), type});
+  if (scope == AuditScope::kEveryPair) {
+    // Every (video, type) of this run, so counts for pairs never acknowledged show up too.
+    for (int v = 0; v < options_.videos; ++v)
+      for (const char* type : kTypes) keys.push_back(CounterKey{video_id(v), type});
+  } else {
+    std::set<CounterKey> held;
+    for (const auto* ledger : {&accepted, &uncertain})
+      for (const auto& [key, totals] : *ledger) held.insert(key);
+    keys.assign(held.begin(), held.end());
+  }
   const std::string start = std::to_string(min_ts - 120000);
   const std::string end = std::to_string(max_ts + 120000);
   std::vector<std::pair<std::string, std::string>> headers;
