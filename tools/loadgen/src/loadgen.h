@@ -4,7 +4,8 @@
 // proxy's stats (issue 6; the chaos test of issue 8 drives it as a library).
 //
 // Threading: run() blocks its caller and runs `producers` threads, each with its own HttpClient;
-// the ledger is shared under a mutex. audit() blocks its caller too. Neither may run on an
+// the ledger is shared under a mutex. audit() blocks its caller too (reading over 4 connections
+// from threads of its own). Neither may run on an
 // io_context thread. Only events in a 200 answer (minus the listed rejections) count as accepted;
 // a batch still failing when the retry budget ends is counted as uncertain, never as accepted.
 #pragma once
