@@ -75,4 +75,23 @@ TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThreshol
   return v;
 }
 
+FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction) {
+  FlatVerdict v;
+  const size_t n = samples.size();
+  if (n < 6) {
+    v.reason = "need 6 samples after the warm-up, have " + std::to_string(n);
+    return v;
+  }
+  const long third = static_cast<long>(n / 3);
+  v.middle = median({samples.begin() + third, samples.end() - third});
+  v.late = median({samples.end() - third, samples.end()});
+  const double rise = v.middle > 0 ? (v.late - v.middle) / v.middle : 0;
+  v.flat = rise <= max_rise_fraction;
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "middle third %.0f, last %.0f: %+.1f%% (bound %.0f%%)", v.middle,
+                v.late, rise * 100, max_rise_fraction * 100);
+  v.reason = buf;
+  return v;
+}
+
 }  // namespace tally::testing

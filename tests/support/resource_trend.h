@@ -35,4 +35,15 @@ struct TrendVerdict {
 // are within that; stable otherwise (falling included).
 TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThresholds& thresholds);
 
+// The high-cardinality soak's stricter rule, on samples taken after the warm-up only: split in
+// thirds, flat when the last third's median is within `max_rise_fraction` of the middle third's
+// (falling counts as flat). At least 6 samples (two per third); fewer is not flat.
+struct FlatVerdict {
+  bool flat = false;
+  double middle = 0;   // median of the middle third
+  double late = 0;     // median of the last third
+  std::string reason;  // "middle third 812, last 1003: +23.5% (bound 10%)"
+};
+FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction);
+
 }  // namespace tally::testing

@@ -66,6 +66,31 @@ TEST(ResourceTrendTest, FallingIsStable) {
   EXPECT_EQ(judge_trend({90000, 90000, 85000, 80000, 75000, 70000}, kRss).trend, Trend::kStable);
 }
 
+TEST(ResourceTrendTest, FlatAfterWarmUpWithinTheBound) {
+  // A cache filling over the first third, then noise within 10 %: flat.
+  auto v = judge_flat_after_warm_up({400, 600, 800, 810, 790, 820, 800, 830, 805}, 0.10);
+  EXPECT_TRUE(v.flat) << v.reason;
+  EXPECT_EQ(v.reason, "middle third 810, last 805: -0.6% (bound 10%)");
+  EXPECT_TRUE(judge_flat_after_warm_up({900, 900, 900, 800, 800, 700}, 0.10).flat);
+}
+
+TEST(ResourceTrendTest, StillRisingAfterWarmUpIsNotFlat) {
+  // The cluster proxy of the 20-minute run (MiB every 2 minutes): 530, 841, 966, 1012 ...
+  auto v = judge_flat_after_warm_up({241, 530, 841, 900, 966, 1012}, 0.10);
+  EXPECT_FALSE(v.flat) << v.reason;
+  EXPECT_EQ(v.middle, 870.5);
+  EXPECT_EQ(v.late, 989);
+  // Just past the bound fails, just within passes.
+  EXPECT_FALSE(judge_flat_after_warm_up({100, 100, 100, 100, 111, 111}, 0.10).flat);
+  EXPECT_TRUE(judge_flat_after_warm_up({100, 100, 100, 100, 110, 110}, 0.10).flat);
+}
+
+TEST(ResourceTrendTest, FlatNeedsSixSamples) {
+  auto v = judge_flat_after_warm_up({100, 100, 100, 100, 100}, 0.10);
+  EXPECT_FALSE(v.flat);
+  EXPECT_EQ(v.reason, "need 6 samples after the warm-up, have 5");
+}
+
 TEST(ResourceTrendTest, NamesForTheTable) {
   EXPECT_EQ(trend_name(Trend::kGrowing), "KEEPS GROWING");
   EXPECT_EQ(trend_name(Trend::kStable), "stable");

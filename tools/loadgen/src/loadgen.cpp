@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -257,7 +258,7 @@ std::map<CounterKey, CounterTotals> Loadgen::expected() const {
   return ledger_.accepted;
 }
 
-Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
+Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait, AuditScope scope) const {
   auto url = parse_http_url(options_.rest_url);
   if (!url) return make_error(ErrorCode::kUnavailable, "REST URL: " + url.error().message);
   std::map<CounterKey, CounterTotals> accepted;
@@ -272,75 +273,106 @@ Result<AuditReport> Loadgen::audit(std::chrono::milliseconds wait) const {
     max_ts = ledger_.max_ts;
   }
   if (min_ts == 0) min_ts = max_ts = now_ms();
-  // Every (video, type) of this run, so counts for pairs never acknowledged show up too.
   std::vector<CounterKey> keys;
-  for (int v = 0; v < options_.videos; ++v)
-    for (const char* type : kTypes) keys.push_back(CounterKey{video_id(v), type});
+  if (scope == AuditScope::kEveryPair) {
+    // Every (video, type) of this run, so counts for pairs never acknowledged show up too.
+    for (int v = 0; v < options_.videos; ++v)
+      for (const char* type : kTypes) keys.push_back(CounterKey{video_id(v), type});
+  } else {
+    std::set<CounterKey> held;
+    for (const auto* ledger : {&accepted, &uncertain})
+      for (const auto& [key, totals] : *ledger) held.insert(key);
+    keys.assign(held.begin(), held.end());
+  }
   const std::string start = std::to_string(min_ts - 120000);
   const std::string end = std::to_string(max_ts + 120000);
   std::vector<std::pair<std::string, std::string>> headers;
   if (!options_.rest_token.empty())
     headers.emplace_back("Authorization", "Bearer " + options_.rest_token);
-  HttpClient client(url->host, url->port, std::chrono::milliseconds(30000));
+  // One batchGet of keys [from, to): its share of the report.
+  auto check = [&](HttpClient& client, size_t from, size_t to) {
+    AuditReport part;
+    json req;
+    req["requests"] = json::array();
+    for (size_t i = from; i < to; ++i) {
+      req["requests"].push_back({{"video_id", keys[i].video_id},
+                                 {"event_type", keys[i].event_type},
+                                 {"function", "sum"},
+                                 {"start", start},
+                                 {"end", end}});
+    }
+    auto r = client.request("POST", url->base_path + "/v1/stats:batchGet", req.dump(), headers);
+    json results;
+    std::string error;
+    if (!r) {
+      error = r.error().message;
+    } else if (r->status != 200) {
+      error = "HTTP " + std::to_string(r->status) + ": " + r->body;
+    } else {
+      json answer = json::parse(r->body, nullptr, false);
+      if (answer.is_discarded() || !answer.contains("results") ||
+          answer["results"].size() != to - from) {
+        error = "unexpected answer: " + r->body.substr(0, 200);
+      } else {
+        results = std::move(answer["results"]);
+      }
+    }
+    for (size_t i = from; i < to; ++i) {
+      AuditMismatch m;
+      m.key = keys[i];
+      if (auto it = accepted.find(keys[i]); it != accepted.end()) m.expected = it->second;
+      if (auto it = uncertain.find(keys[i]); it != uncertain.end()) m.uncertain = it->second.count;
+      part.expected_events += m.expected.count;
+      if (!error.empty()) {
+        m.error = error;
+      } else {
+        const json& item = results[i - from];
+        if (item.contains("error")) {
+          m.error = item["error"].dump();
+        } else {
+          m.got.count = item.value("count", int64_t{-1});
+          m.got.sum = item.value("sum", int64_t{-1});
+          part.got_events += std::max<int64_t>(m.got.count, 0);
+        }
+      }
+      bool match =
+          m.error.empty() &&
+          (m.uncertain == 0
+               ? m.got.count == m.expected.count && m.got.sum == m.expected.sum
+               : m.got.count >= m.expected.count && m.got.count <= m.expected.count + m.uncertain);
+      if (!match) part.mismatches.push_back(std::move(m));
+    }
+    return part;
+  };
+  // kAuditConnections connections take the 1000-key chunks in turn (at 500k videos one
+  // connection's pass takes minutes); the parts are merged in key order.
+  constexpr size_t kChunk = 1000;
+  constexpr int kAuditConnections = 4;
+  const size_t chunks = (keys.size() + kChunk - 1) / kChunk;
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int c = 0; c < kAuditConnections; ++c)
+    clients.push_back(
+        std::make_unique<HttpClient>(url->host, url->port, std::chrono::milliseconds(30000)));
 
   auto t0 = Clock::now();
   AuditReport report;
   for (;;) {
+    std::vector<AuditReport> parts(chunks);
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < kAuditConnections; ++c) {
+      threads.emplace_back([&, c] {
+        for (size_t k; (k = next++) < chunks;)
+          parts[k] = check(*clients[c], k * kChunk, std::min(keys.size(), (k + 1) * kChunk));
+      });
+    }
+    for (auto& t : threads) t.join();
     report = AuditReport{};
     report.keys = keys.size();
-    for (size_t from = 0; from < keys.size(); from += 1000) {
-      size_t to = std::min(keys.size(), from + 1000);
-      json req;
-      req["requests"] = json::array();
-      for (size_t i = from; i < to; ++i) {
-        req["requests"].push_back({{"video_id", keys[i].video_id},
-                                   {"event_type", keys[i].event_type},
-                                   {"function", "sum"},
-                                   {"start", start},
-                                   {"end", end}});
-      }
-      auto r = client.request("POST", url->base_path + "/v1/stats:batchGet", req.dump(), headers);
-      json results;
-      std::string error;
-      if (!r) {
-        error = r.error().message;
-      } else if (r->status != 200) {
-        error = "HTTP " + std::to_string(r->status) + ": " + r->body;
-      } else {
-        json answer = json::parse(r->body, nullptr, false);
-        if (answer.is_discarded() || !answer.contains("results") ||
-            answer["results"].size() != to - from) {
-          error = "unexpected answer: " + r->body.substr(0, 200);
-        } else {
-          results = std::move(answer["results"]);
-        }
-      }
-      for (size_t i = from; i < to; ++i) {
-        AuditMismatch m;
-        m.key = keys[i];
-        if (auto it = accepted.find(keys[i]); it != accepted.end()) m.expected = it->second;
-        if (auto it = uncertain.find(keys[i]); it != uncertain.end())
-          m.uncertain = it->second.count;
-        report.expected_events += m.expected.count;
-        if (!error.empty()) {
-          m.error = error;
-        } else {
-          const json& item = results[i - from];
-          if (item.contains("error")) {
-            m.error = item["error"].dump();
-          } else {
-            m.got.count = item.value("count", int64_t{-1});
-            m.got.sum = item.value("sum", int64_t{-1});
-            report.got_events += std::max<int64_t>(m.got.count, 0);
-          }
-        }
-        bool match =
-            m.error.empty() &&
-            (m.uncertain == 0 ? m.got.count == m.expected.count && m.got.sum == m.expected.sum
-                              : m.got.count >= m.expected.count &&
-                                    m.got.count <= m.expected.count + m.uncertain);
-        if (!match) report.mismatches.push_back(std::move(m));
-      }
+    for (auto& part : parts) {
+      report.expected_events += part.expected_events;
+      report.got_events += part.got_events;
+      for (auto& m : part.mismatches) report.mismatches.push_back(std::move(m));
     }
     report.seconds_waited = std::chrono::duration<double>(Clock::now() - t0).count();
     if (report.ok() || Clock::now() - t0 >= wait) return report;
