@@ -579,7 +579,7 @@ ApiResult<std::optional<int64_t>> parse_timeout_header(std::optional<std::string
 }
 
 int64_t shard_budget_ms(int64_t timeout_ms) {
-  return std::max<int64_t>(1, timeout_ms - std::max<int64_t>(100, timeout_ms / 10));
+  return std::max<int64_t>(1, timeout_ms - std::max<int64_t>(250, timeout_ms / 5));
 }
 
 ApiResult<std::string> parse_marks_query(const Query& q) {

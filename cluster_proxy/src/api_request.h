@@ -141,8 +141,8 @@ std::string apply_rows_json(const ApplyRequest& request, const std::vector<size_
 // started on the shards, before that time is up.
 inline constexpr const char* kTimeoutHeader = "Tally-Timeout-Ms";
 ApiResult<std::optional<int64_t>> parse_timeout_header(std::optional<std::string_view> value);
-// The part of a caller's `timeout_ms` the shard calls may use: a margin (a tenth, at least 100 ms)
-// is kept for the answer to travel back; at least 1 ms.
+// The part of a caller's `timeout_ms` the shard calls may use: a margin (a fifth, at least
+// 250 ms) is kept for reading the request, queueing and the answer's way back; at least 1 ms.
 int64_t shard_budget_ms(int64_t timeout_ms);
 
 // GET /v1/counters:marks?processor_id=p1

@@ -333,7 +333,15 @@ bool CounterWriter::deliver(FlushBatch& batch) {
           if (!dead_lettered && metrics_.batches_applied) metrics_.batches_applied->inc();
           if (metrics_.rows_sent) metrics_.rows_sent->inc(batch.rows.size());
           failing_.store(0, std::memory_order_relaxed);
-          attempt_timeout_ms_.store(options_.timeout.count(), std::memory_order_relaxed);
+          // Twice what this attempt took, between the configured timeout and max_timeout: a
+          // batch that needed a longer timeout is not followed by one cancelled at the normal
+          // timeout (the shards would redo the work), and a quick one brings the normal back.
+          const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - started);
+          attempt_timeout_ms_.store(
+              std::clamp<int64_t>(2 * took.count(), options_.timeout.count(),
+                                  std::max(options_.max_timeout, options_.timeout).count()),
+              std::memory_order_relaxed);
           return true;
         } else {
           // Only the failed shards act on a resend: address it to them alone.

@@ -21,9 +21,10 @@
 // with the backlog. Every request says how long the writer waits for it (the Tally-Timeout-Ms
 // header): the cluster proxy ends, and cancels on the shards, whatever it started before that, so
 // a retry never runs beside an abandoned attempt. After a timed-out attempt the next one gets
-// twice the time (up to max_timeout) and the normal timeout comes back after a success: a batch
-// the shards cannot apply in `timeout` under load still gets through instead of being cancelled
-// and retried forever.
+// twice the time (up to max_timeout), and after a success the next gets twice what that attempt
+// took (at least `timeout`): a batch the shards cannot apply in `timeout` under load still gets
+// through instead of being cancelled and retried forever, and the batches after it are not
+// cancelled at the normal timeout only to be redone.
 // Threads: enqueue() from the partition's consumer thread; the writer runs its own thread and its
 // own blocking HttpClient (or the injected transport); the accessors are atomics any thread reads.
 #pragma once

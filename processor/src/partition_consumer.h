@@ -51,7 +51,7 @@ using SnapshotWrite = std::function<Status(const std::filesystem::path&, std::st
 struct ConsumerOptions {
   int partition = 0;
   std::chrono::milliseconds flush_interval{1000};
-  size_t max_batch_rows = 10000;
+  size_t max_batch_rows = 50000;
   std::chrono::milliseconds snapshot_interval{10000};
   std::filesystem::path snapshot_file;
   SnapshotWrite write_snapshot;  // empty: write_file_durably

@@ -44,11 +44,11 @@ struct ProcessorConfig {
   int64_t dedup_snapshot_interval_ms = 10'000;
 
   int64_t flush_interval_ms = 1000;
-  size_t max_batch_rows = 10'000;  // rows of one apply request; a larger table is sent early
+  size_t max_batch_rows = 50'000;  // rows of one apply request; a larger table is sent early
 
   std::string cluster_proxy_url;  // empty: no writer (events stay in the log)
   std::string cluster_proxy_token;
-  int64_t cluster_proxy_timeout_ms = 5000;
+  int64_t cluster_proxy_timeout_ms = 20000;  // one apply attempt; the cluster proxy cancels by then
   int64_t max_backoff_ms = 5000;
   // Circuit breaker toward the cluster proxy: open after this many consecutive connection errors
   // or 5xx answers (0: no breaker), probe again after breaker_open_ms.

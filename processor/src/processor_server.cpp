@@ -14,7 +14,7 @@ namespace {
 using json = nlohmann::json;
 
 // Full flushes that may wait per partition for its writer before the consumer waits.
-constexpr size_t kQueuedFlushesPerPartition = 4;
+constexpr size_t kQueuedFlushesPerPartition = 2;
 // An attempt that timed out gets twice the time, up to this many times the configured timeout.
 constexpr int kTimeoutGrowthLimit = 8;
 

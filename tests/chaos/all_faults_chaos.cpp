@@ -23,14 +23,15 @@
 // samples every service's RSS and the processor's backlog; after the load it waits for the backlog
 // to drain, then audits the pairs the ledger holds. Exits 1 with a FAILED line per reason: a Tally
 // service's RSS not flat after the warm-up (last third's median more than 10% above the middle
-// third's), the backlog not drained within --drain-bound-s, the audit not exact, read errors above
-// --max-read-errors-percent, a log file grown by more than --max-log-growth-mib.
+// third's, or by more than --rss-slack-mib MiB when that is given), the backlog not drained within
+// --drain-bound-s, the audit not exact, read errors above --max-read-errors-percent, a log file
+// grown by more than --max-log-growth-mib.
 //
 // Usage: all_faults_chaos [--dir DIR] [--rate EVENTS_PER_S] [--settle-s S]
 //                         [--soak-minutes [N]] [--sample-interval-s S]
 //                         [--high-cardinality [--videos N] [--zipf S] [--readers N]
 //                          [--warm-up-s S] [--drain-bound-s S] [--max-read-errors-percent P]
-//                          [--max-log-growth-mib M]]
+//                          [--max-log-growth-mib M] [--rss-slack-mib M]]
 //   Without --dir a 2-shard cluster is started in a temporary directory and stopped at the end.
 #include <libpq-fe.h>
 #include <signal.h>
@@ -110,6 +111,7 @@ struct Options {
   double drain_bound_s = 120;
   double max_read_errors_percent = 1;
   double max_log_growth_mib = 256;
+  double rss_slack_mib = 0;  // a rise up to this is flat whatever its fraction (0: none)
 };
 
 // Outcomes of one kind of request (ingest or stats read) in time order, from any thread.
@@ -1174,11 +1176,22 @@ class Harness {
   // ---------------------------------------------------------------------
 
   // Sizes of the log files (names containing ".log", so rotated ones too) in the directories
-  // where cluster.json puts the processes' logs.
+  // where cluster.json puts the processes' logs, and in their `*-log` subdirectories (where a
+  // PostgreSQL node's collector writes its hourly files).
   std::map<std::string, int64_t> log_sizes() const {
     std::set<std::filesystem::path> dirs;
     for (const auto& p : manifest_.processes)
       if (!p.log.empty()) dirs.insert(std::filesystem::path(p.log).parent_path());
+    for (const auto& d : std::set<std::filesystem::path>(dirs)) {
+      std::error_code ec;
+      std::filesystem::directory_iterator it(d, ec);
+      for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        std::error_code fe;
+        if (it->is_directory(fe) && name.size() > 4 && name.ends_with("-log"))
+          dirs.insert(it->path());
+      }
+    }
     std::map<std::string, int64_t> out;
     for (const auto& d : dirs) {
       std::error_code ec;
@@ -1315,7 +1328,7 @@ class Harness {
     for (const auto& name : names) {
       const auto* p = by_name(name);
       const bool judged = p && is_tally_service(*p);
-      auto v = testing::judge_flat_after_warm_up(rss_mib[name], 0.10);
+      auto v = testing::judge_flat_after_warm_up(rss_mib[name], 0.10, options_.rss_slack_mib);
       std::string verdict = v.flat ? "flat: " + v.reason : "NOT FLAT: " + v.reason;
       if (!judged) verdict = "reported only; " + verdict;
       if (judged && !v.flat) rising.push_back(name + " (" + v.reason + ")");
@@ -1410,7 +1423,7 @@ int main(int argc, char** argv) {
       "                        [--soak-minutes [N]] [--sample-interval-s S]\n"
       "                        [--high-cardinality [--videos N] [--zipf S] [--readers N]\n"
       "                         [--warm-up-s S] [--drain-bound-s S] [--max-read-errors-percent P]\n"
-      "                         [--max-log-growth-mib M]]\n";
+      "                         [--max-log-growth-mib M] [--rss-slack-mib M]]\n";
   tally::Options options;
   std::vector<std::string> args(argv + 1, argv + argc);
   for (size_t i = 0; i < args.size(); ++i) {
@@ -1449,6 +1462,8 @@ int main(int argc, char** argv) {
       options.drain_bound_s = number(1);
     } else if (a == "--max-read-errors-percent") {
       options.max_read_errors_percent = number(0);
+    } else if (a == "--rss-slack-mib") {
+      options.rss_slack_mib = number(0);
     } else if (a == "--max-log-growth-mib") {
       options.max_log_growth_mib = number(0);
     } else if (a == "--settle-s") {

@@ -75,7 +75,8 @@ TrendVerdict judge_trend(const std::vector<double>& samples, const TrendThreshol
   return v;
 }
 
-FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction) {
+FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction,
+                                     double min_rise) {
   FlatVerdict v;
   const size_t n = samples.size();
   if (n < 6) {
@@ -86,10 +87,15 @@ FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double 
   v.middle = median({samples.begin() + third, samples.end() - third});
   v.late = median({samples.end() - third, samples.end()});
   const double rise = v.middle > 0 ? (v.late - v.middle) / v.middle : 0;
-  v.flat = rise <= max_rise_fraction;
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), "middle third %.0f, last %.0f: %+.1f%% (bound %.0f%%)", v.middle,
-                v.late, rise * 100, max_rise_fraction * 100);
+  v.flat = rise <= max_rise_fraction || v.late - v.middle <= min_rise;
+  char buf[200];
+  if (min_rise > 0) {
+    std::snprintf(buf, sizeof(buf), "middle third %.0f, last %.0f: %+.1f%% (bound %.0f%% or +%.0f)",
+                  v.middle, v.late, rise * 100, max_rise_fraction * 100, min_rise);
+  } else {
+    std::snprintf(buf, sizeof(buf), "middle third %.0f, last %.0f: %+.1f%% (bound %.0f%%)",
+                  v.middle, v.late, rise * 100, max_rise_fraction * 100);
+  }
   v.reason = buf;
   return v;
 }

@@ -44,6 +44,9 @@ struct FlatVerdict {
   double late = 0;     // median of the last third
   std::string reason;  // "middle third 812, last 1003: +23.5% (bound 10%)"
 };
-FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction);
+// `min_rise` (in the samples' unit, 0: none): a rise up to this much is flat whatever its fraction,
+// for a small process whose bounded request buffers come and go between samples.
+FlatVerdict judge_flat_after_warm_up(const std::vector<double>& samples, double max_rise_fraction,
+                                     double min_rise = 0);
 
 }  // namespace tally::testing

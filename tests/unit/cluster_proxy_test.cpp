@@ -335,6 +335,24 @@ TEST(ApiRequestTest, ApplyShardsAddressARetryToSomeShards) {
   expect_bad(err(R"(,"shards":["-80","-80"]})"), "shards[1]", "distinct");
 }
 
+TEST(ApiRequestTest, TimeoutHeaderBoundsTheShardCallsWithAMargin) {
+  auto none = parse_timeout_header(std::nullopt);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  auto given = parse_timeout_header("20000");
+  ASSERT_TRUE(given.ok());
+  EXPECT_EQ(**given, 20000);
+  for (std::string_view bad : {"", "0", "-5", "600001", "1.5", "20s", " 20"}) {
+    auto r = parse_timeout_header(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    expect_bad(r.error(), "Tally-Timeout-Ms", "1 to 600000");
+  }
+  // A fifth is kept for the request's way in and the answer's way back, at least 250 ms.
+  EXPECT_EQ(shard_budget_ms(20000), 16000);
+  EXPECT_EQ(shard_budget_ms(1000), 750);
+  EXPECT_EQ(shard_budget_ms(100), 1);
+}
+
 TEST(ApiRequestTest, ReadTokensRoundTrip) {
   ReadToken t;
   t.lsn_by_shard["-80"] = 0x16B3748;

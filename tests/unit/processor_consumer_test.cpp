@@ -86,7 +86,8 @@ class PartitionConsumerTest : public ::testing::Test {
     // Every batch is applied on the one shard (its mark: the batch's last offset).
     writer_ = std::make_unique<CounterWriter>(
         0, options_, WriterMetrics{}, backlog_, -1, nullptr,
-        [](const std::string&, const std::string& body) -> Result<HttpClientResponse> {
+        [](const std::string&, const std::string& body,
+           std::chrono::milliseconds) -> Result<HttpClientResponse> {
           json req = json::parse(body);
           HttpClientResponse r;
           r.status = 200;

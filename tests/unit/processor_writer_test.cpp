@@ -427,7 +427,7 @@ TEST(CounterWriterTest, ATimedOutAttemptGetsTwiceTheTimeAndTheNormalTimeComesBac
   ASSERT_TRUE(wait_until([&] { return w->applied_through() == 20; }));
   w->stop();
   using ms = std::chrono::milliseconds;
-  // Doubled after each timeout, capped at max_timeout; back to normal after the success.
+  // Doubled after each timeout, capped at max_timeout; back to normal after a quick success.
   EXPECT_EQ(proxy.timeouts(), (std::vector<ms>{ms(1000), ms(2000), ms(3000), ms(1000)}));
   EXPECT_EQ(h.metrics.timeouts->value(), 2u);
   EXPECT_EQ(h.metrics.dead_lettered->value(), 0u);

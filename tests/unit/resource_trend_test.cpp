@@ -85,6 +85,18 @@ TEST(ResourceTrendTest, StillRisingAfterWarmUpIsNotFlat) {
   EXPECT_TRUE(judge_flat_after_warm_up({100, 100, 100, 100, 110, 110}, 0.10).flat);
 }
 
+TEST(ResourceTrendTest, ASmallRiseWithinTheSlackIsFlat) {
+  // A 25 MiB process whose samples catch a few MiB of request buffers or not.
+  const std::vector<double> sawtooth = {24, 30, 25, 32, 27, 34, 27, 35, 26, 41, 31, 38, 28};
+  EXPECT_FALSE(judge_flat_after_warm_up(sawtooth, 0.10).flat);
+  auto v = judge_flat_after_warm_up(sawtooth, 0.10, 8);
+  EXPECT_TRUE(v.flat) << v.reason;
+  EXPECT_NE(v.reason.find("or +8"), std::string::npos) << v.reason;
+  // A leak outgrows the slack.
+  const std::vector<double> leak = {20, 25, 30, 35, 40, 45, 50, 55, 60};
+  EXPECT_FALSE(judge_flat_after_warm_up(leak, 0.10, 8).flat);
+}
+
 TEST(ResourceTrendTest, FlatNeedsSixSamples) {
   auto v = judge_flat_after_warm_up({100, 100, 100, 100, 100}, 0.10);
   EXPECT_FALSE(v.flat);
