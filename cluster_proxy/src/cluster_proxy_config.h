@@ -33,9 +33,9 @@ struct ClusterProxyConfig {
   int pool_size = 8;  // connections per worker thread and shard proxy
   int connect_timeout_ms = 1000;
 
-  int shard_timeout_ms = 2000;     // per shard call of a read, retries included
-  int write_timeout_ms = 30000;    // per shard call of a write (apply, marks, PUT): large batches
-  int request_timeout_ms = 35000;  // the HTTP server's backstop deadline for a whole request
+  int shard_timeout_ms = 2000;      // per shard call of a read, retries included
+  int write_timeout_ms = 120000;    // per shard call of a write (apply, marks, PUT): large batches
+  int request_timeout_ms = 125000;  // the HTTP server's backstop deadline for a whole request
   int64_t max_body_bytes = 32 << 20;
   ApiLimits limits;
 

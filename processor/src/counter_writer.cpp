@@ -161,7 +161,8 @@ CounterWriter::CounterWriter(int partition, ClusterProxyOptions options, WriterM
       clock_(clock ? *clock : system_clock_),
       rng_(std::random_device{}()),
       applied_(applied_through),
-      attempt_timeout_ms_(options_.timeout.count()) {
+      attempt_timeout_ms_(options_.timeout.count()),
+      target_rows_(std::max<size_t>(options_.max_request_rows, 1)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -215,7 +216,7 @@ void CounterWriter::run() {
       // Nothing of the queued batches has reached any shard yet: one request covers them all,
       // up to the row bound of one request.
       while (!queue_.empty() && queue_.front().from_offset == batch.to_offset &&
-             batch.rows.size() + queue_.front().rows.size() <= options_.max_request_rows) {
+             batch.rows.size() + queue_.front().rows.size() <= target_rows()) {
         FlushBatch& next = queue_.front();
         queue_rows_ -= next.rows.size();
         batch.rows.insert(batch.rows.end(), std::make_move_iterator(next.rows.begin()),
@@ -342,6 +343,10 @@ bool CounterWriter::deliver(FlushBatch& batch) {
               std::clamp<int64_t>(2 * took.count(), options_.timeout.count(),
                                   std::max(options_.max_timeout, options_.timeout).count()),
               std::memory_order_relaxed);
+          const size_t rows_now = target_rows();
+          target_rows_.store(std::min(std::max<size_t>(options_.max_request_rows, 1),
+                                      rows_now + std::max<size_t>(rows_now / 4, 1)),
+                             std::memory_order_relaxed);
           return true;
         } else {
           // Only the failed shards act on a resend: address it to them alone.
@@ -374,6 +379,9 @@ bool CounterWriter::deliver(FlushBatch& batch) {
     if (metrics_.requests_failed) metrics_.requests_failed->inc();
     if (timed_out) {
       if (metrics_.timeouts) metrics_.timeouts->inc();
+      target_rows_.store(
+          std::max(std::max<size_t>(options_.max_request_rows / 10, 1), target_rows() / 2),
+          std::memory_order_relaxed);
       attempt_timeout_ms_.store(
           std::min<int64_t>(timeout.count() * 2,
                             std::max(options_.max_timeout, options_.timeout).count()),

@@ -142,6 +142,11 @@ class CounterWriter {
   int64_t applied_through() const { return applied_.load(std::memory_order_acquire); }
   size_t queued() const { return queued_.load(std::memory_order_relaxed); }
   size_t queued_rows() const { return queued_rows_.load(std::memory_order_relaxed); }
+  // Rows one request should carry now: max_request_rows while applies finish in time, halved
+  // after each timeout (down to a tenth), grown back by a quarter after each success. The
+  // consumer hands a table over at this size too, so an overloaded shard gets batches it can
+  // finish instead of the same too-large ones again and again.
+  size_t target_rows() const { return target_rows_.load(std::memory_order_relaxed); }
   // The timeout of the next attempt (grows after timeouts, see above).
   std::chrono::milliseconds attempt_timeout() const {
     return std::chrono::milliseconds(attempt_timeout_ms_.load(std::memory_order_relaxed));
@@ -187,6 +192,7 @@ class CounterWriter {
   std::atomic<size_t> queued_{0};
   std::atomic<size_t> queued_rows_{0};
   std::atomic<int64_t> attempt_timeout_ms_;
+  std::atomic<size_t> target_rows_;
   std::atomic<int> failing_{0};
   std::thread thread_;
 };

@@ -256,7 +256,9 @@ void PartitionConsumer::run(std::vector<int64_t> marks) {
         // In the log before this process started: not counted by ingest.
         backlog_.fetch_add(batch->count(), std::memory_order_relaxed);
       }
-      if (cuts.count(offset) || agg.rows() >= options_.max_batch_rows) flush();
+      if (cuts.count(offset) ||
+          agg.rows() >= std::min(options_.max_batch_rows, writer_.target_rows()))
+        flush();
     }
   }
 }

@@ -484,6 +484,13 @@ void ProcessorServer::register_metrics() {
                             ? static_cast<double>(writers_[p]->queued_rows())
                             : 0.0;
                });
+    r.gauge_fn("tally_processor_apply_target_rows",
+               "Rows per request now: halved after a timeout, grown back after successes", l,
+               [this, p] {
+                 return running_.load(std::memory_order_acquire)
+                            ? static_cast<double>(writers_[p]->target_rows())
+                            : 0.0;
+               });
     r.gauge_fn("tally_processor_apply_timeout_seconds",
                "The timeout of the writer's next attempt (doubles after a timeout)", l, [this, p] {
                  return running_.load(std::memory_order_acquire)

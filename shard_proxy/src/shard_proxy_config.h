@@ -49,7 +49,7 @@ struct ShardProxyConfig {
 
   int max_clients = 1000;
   int pool_wait_timeout_ms = 5000;
-  int statement_timeout_ms = 30000;
+  int statement_timeout_ms = 120000;
   int max_replica_lag_ms = 1000;
   // While the shard is paused or failing over, a new transaction that needs the leader waits up to
   // this long for it to serve again, then fails with 57P03.

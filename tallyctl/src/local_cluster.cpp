@@ -56,7 +56,7 @@ std::string shard_proxy_config_text(const ManifestProcess& p, const ShardRecord&
          record.replica +
          "\"\n"
          "    pool_size: 20\n"
-         "  limits: {max_clients: 1000, pool_wait_timeout_ms: 5000, statement_timeout_ms: 30000, "
+         "  limits: {max_clients: 1000, pool_wait_timeout_ms: 5000, statement_timeout_ms: 120000, "
          "max_replica_lag_ms: 1000}\n"
          "  cache: {max_bytes: 67108864}\n"
          "  auth:\n"
@@ -114,7 +114,7 @@ std::string cluster_proxy_config_text(const ManifestProcess& p, const ClusterMan
          m.users.at("admin").password +
          "\"\n"
          "    pool_size: 8\n"
-         "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 30000, request_timeout_ms: 35000}\n"
+         "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 120000, request_timeout_ms: 125000}\n"
          "  cache: {stats_ttl_ms: 500}\n"
          "  auth:\n"
          "    write_tokens: [\"" +

@@ -433,6 +433,30 @@ TEST(CounterWriterTest, ATimedOutAttemptGetsTwiceTheTimeAndTheNormalTimeComesBac
   EXPECT_EQ(h.metrics.dead_lettered->value(), 0u);
 }
 
+TEST(CounterWriterTest, ATimeoutHalvesTheRowsOfARequestAndSuccessesGrowThemBack) {
+  testing::TempDir dir("writer-target-rows");
+  FakeProxy proxy;
+  proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
+  proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
+  proxy.then([](const json& req) {
+    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
+  });
+  Harness h(dir.path() / "dlq");
+  h.options.max_request_rows = 100;
+  auto w = h.start(proxy);
+  EXPECT_EQ(w->target_rows(), 100u);
+  w->enqueue(batch(-1, 10));
+  ASSERT_TRUE(wait_until([&] { return w->applied_through() == 10; }));
+  // Two timeouts (100 -> 50 -> 25), then a success (+ a quarter).
+  EXPECT_EQ(w->target_rows(), 31u);
+  for (int64_t i = 1; i <= 8; ++i) {  // one request each: 31 38 47 58 72 90 100 100
+    w->enqueue(batch(i * 10, i * 10 + 10));
+    ASSERT_TRUE(wait_until([&] { return w->applied_through() == i * 10 + 10; }));
+  }
+  EXPECT_EQ(w->target_rows(), 100u);  // back to the bound, never above it
+  w->stop();
+}
+
 TEST(CounterWriterTest, QueuedBatchesMergeOnlyUpToMaxRequestRows) {
   testing::TempDir dir("writer-merge-bound");
   FakeProxy proxy;
