@@ -114,7 +114,8 @@ std::string cluster_proxy_config_text(const ManifestProcess& p, const ClusterMan
          m.users.at("admin").password +
          "\"\n"
          "    pool_size: 8\n"
-         "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 120000, request_timeout_ms: 125000}\n"
+         "  limits: {shard_timeout_ms: 2000, write_timeout_ms: 120000, request_timeout_ms: "
+         "125000}\n"
          "  cache: {stats_ttl_ms: 500}\n"
          "  auth:\n"
          "    write_tokens: [\"" +
