@@ -473,30 +473,26 @@ void ProcessorServer::register_metrics() {
     r.gauge_fn("tally_processor_applied_offset",
                "The log offset every shard holds (-1: none, or not started)", l,
                [this, p] { return static_cast<double>(applied_through(static_cast<int>(p))); });
-    r.gauge_fn("tally_processor_writer_queue", "Batches waiting for the writer", l, [this, p] {
-      return running_.load(std::memory_order_acquire) ? static_cast<double>(writers_[p]->queued())
-                                                      : 0.0;
-    });
-    r.gauge_fn("tally_processor_writer_queue_rows",
-               "Counter rows waiting for the writer (the consumer waits at the bound)", l,
-               [this, p] {
-                 return running_.load(std::memory_order_acquire)
-                            ? static_cast<double>(writers_[p]->queued_rows())
-                            : 0.0;
-               });
-    r.gauge_fn("tally_processor_apply_target_rows",
-               "Rows per request now: halved after a timeout, grown back after successes", l,
-               [this, p] {
-                 return running_.load(std::memory_order_acquire)
-                            ? static_cast<double>(writers_[p]->target_rows())
-                            : 0.0;
-               });
-    r.gauge_fn("tally_processor_apply_timeout_seconds",
-               "The timeout of the writer's next attempt (doubles after a timeout)", l, [this, p] {
-                 return running_.load(std::memory_order_acquire)
-                            ? static_cast<double>(writers_[p]->attempt_timeout().count()) / 1000.0
-                            : 0.0;
-               });
+    // A gauge of partition p's writer: 0 while the writers are not running (before the marks
+    // are read, after stop()).
+    auto writer_gauge = [&](const char* name, const char* help, auto read) {
+      r.gauge_fn(name, help, l, [this, p, read] {
+        return running_.load(std::memory_order_acquire) ? read(*writers_[p]) : 0.0;
+      });
+    };
+    writer_gauge("tally_processor_writer_queue", "Batches waiting for the writer",
+                 [](const CounterWriter& w) { return static_cast<double>(w.queued()); });
+    writer_gauge("tally_processor_writer_queue_rows",
+                 "Counter rows waiting for the writer (the consumer waits at the bound)",
+                 [](const CounterWriter& w) { return static_cast<double>(w.queued_rows()); });
+    writer_gauge("tally_processor_apply_target_rows",
+                 "Rows per request now: halved after a timeout, grown back after successes",
+                 [](const CounterWriter& w) { return static_cast<double>(w.target_rows()); });
+    writer_gauge("tally_processor_apply_timeout_seconds",
+                 "The timeout of the writer's next attempt (doubles after a timeout)",
+                 [](const CounterWriter& w) {
+                   return static_cast<double>(w.attempt_timeout().count()) / 1000.0;
+                 });
   }
   r.gauge_fn("tally_processor_writer_queue_bound_rows",
              "Rows that may wait per partition before its consumer waits", {}, [this] {

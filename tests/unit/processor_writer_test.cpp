@@ -407,15 +407,20 @@ TEST(ApplyCodecTest, PermanentFailuresAndShardAddressing) {
 namespace tally::processor {
 namespace {
 
+// The proxy's reply when shard -80 applies whatever batch it is sent.
+FakeProxy::Reply applies_each_batch() {
+  return [](const json& req) {
+    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
+  };
+}
+
 TEST(CounterWriterTest, ATimedOutAttemptGetsTwiceTheTimeAndTheNormalTimeComesBackAfterSuccess) {
   testing::TempDir dir("writer-timeout");
   FakeProxy proxy;
   // The cluster proxy cancelled the statement on time twice (57014), then the shard applies it.
   proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
   proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
-  proxy.then([](const json& req) {
-    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
-  });
+  proxy.then(applies_each_batch());
   Harness h(dir.path() / "dlq");
   h.options.timeout = std::chrono::milliseconds(1000);
   h.options.max_timeout = std::chrono::milliseconds(3000);
@@ -438,9 +443,7 @@ TEST(CounterWriterTest, ATimeoutHalvesTheRowsOfARequestAndSuccessesGrowThemBack)
   FakeProxy proxy;
   proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
   proxy.then([](const json&) { return ok(json::array({shard("-80", "failed", -1, "57014")})); });
-  proxy.then([](const json& req) {
-    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
-  });
+  proxy.then(applies_each_batch());
   Harness h(dir.path() / "dlq");
   h.options.max_request_rows = 100;
   auto w = h.start(proxy);
@@ -460,9 +463,7 @@ TEST(CounterWriterTest, ATimeoutHalvesTheRowsOfARequestAndSuccessesGrowThemBack)
 TEST(CounterWriterTest, QueuedBatchesMergeOnlyUpToMaxRequestRows) {
   testing::TempDir dir("writer-merge-bound");
   FakeProxy proxy;
-  proxy.then([](const json& req) {
-    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
-  });
+  proxy.then(applies_each_batch());
   Harness h(dir.path() / "dlq");
   h.options.max_request_rows = 5;
   h.options.max_queued_rows = 1000;
@@ -488,9 +489,7 @@ TEST(CounterWriterTest, QueuedBatchesMergeOnlyUpToMaxRequestRows) {
 TEST(CounterWriterTest, EnqueueWaitsWhileMaxQueuedRowsWaitAndGoesOnOnceTheyAreSent) {
   testing::TempDir dir("writer-queue-bound");
   FakeProxy proxy;
-  proxy.then([](const json& req) {
-    return ok(json::array({shard("-80", "applied", req["to_offset"].get<int64_t>())}));
-  });
+  proxy.then(applies_each_batch());
   Harness h(dir.path() / "dlq");
   h.options.max_request_rows = 2;
   h.options.max_queued_rows = 4;
