@@ -1,6 +1,9 @@
 #include "cluster_proxy/src/api_request.h"
 
+#include <simdjson.h>
+
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
@@ -122,30 +125,6 @@ ApiResult<std::string> json_string(const json& obj, const std::string& where, co
   if (it == obj.end()) return bad_parameter(where + key, "", expected + " (missing)");
   if (!it->is_string()) return bad_parameter(where + key, json_text(*it), expected);
   return it->get<std::string>();
-}
-
-ApiResult<int64_t> json_int(const json& obj, const std::string& where, const char* key, int64_t min,
-                            int64_t max, const std::string& expected,
-                            std::optional<int64_t> fallback = std::nullopt) {
-  auto it = obj.find(key);
-  if (it == obj.end()) {
-    if (fallback) return *fallback;
-    return bad_parameter(where + key, "", expected + " (missing)");
-  }
-  int64_t v = 0;
-  if (it->is_number_unsigned()) {
-    uint64_t u = it->get<uint64_t>();
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return bad_parameter(where + key, json_text(*it), expected);
-    }
-    v = static_cast<int64_t>(u);
-  } else if (it->is_number_integer()) {
-    v = it->get<int64_t>();
-  } else {
-    return bad_parameter(where + key, json_text(*it), expected);
-  }
-  if (v < min || v > max) return bad_parameter(where + key, json_text(*it), expected);
-  return v;
 }
 
 ApiResult<json> parse_object(std::string_view body) {
@@ -443,101 +422,196 @@ ApiResult<TopRequest> parse_top_query(const Query& q, const ApiLimits& limits) {
   return out;
 }
 
-ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limits) {
-  auto j = parse_object(body);
-  if (!j.ok()) return j.error();
-  if (auto e = unknown_keys(
-          *j, "", {"processor_id", "partition", "from_offset", "to_offset", "rows", "shards"})) {
-    return *e;
+// counters:apply bodies carry up to limits.max_apply_rows rows (megabytes). simdjson lays the
+// body out in a few large buffers that go back to the system when the call returns; a JSON tree
+// of small nodes per row would leave tens of MB of heap behind after every large apply.
+namespace apply_body {
+
+using Element = simdjson::dom::element;
+
+std::string text(Element v) {
+  return simdjson::minify(v);
+}
+
+// The fields of one object among `known` (at most 8): unknown names and repeats refused.
+class Fields {
+ public:
+  static ApiResult<Fields> of(simdjson::dom::object object, const std::string& where,
+                              std::initializer_list<const char*> known) {
+    Fields out;
+    for (const simdjson::dom::key_value_pair field : object) {
+      size_t i = 0;
+      for (const char* name : known) {
+        if (field.key == name) break;
+        ++i;
+      }
+      if (i == known.size()) {
+        std::string list;
+        for (const char* name : known) list += (list.empty() ? "" : ", ") + std::string(name);
+        return bad_parameter(where + std::string(field.key), text(field.value),
+                             "one of the fields " + list);
+      }
+      if (out.present_ & (1u << i)) {
+        return bad_parameter(where + std::string(field.key), text(field.value),
+                             "the field at most once");
+      }
+      out.present_ |= 1u << i;
+      out.values_[i] = field.value;
+    }
+    return out;
   }
+  // The i-th of `known`, if the object has it.
+  std::optional<Element> get(size_t i) const {
+    if (!(present_ & (1u << i))) return std::nullopt;
+    return values_[i];
+  }
+
+ private:
+  std::array<Element, 8> values_{};
+  unsigned present_ = 0;
+};
+
+// `where` + `key` names the field in a message ("rows[3]." "count"); built only on an error.
+ApiResult<std::string_view> string_field(const Fields& fields, size_t i, std::string_view where,
+                                         const char* key, const char* expected) {
+  auto v = fields.get(i);
+  if (!v) return bad_parameter(std::string(where) + key, "", std::string(expected) + " (missing)");
+  std::string_view s;
+  if (v->get_string().get(s) != simdjson::SUCCESS) {
+    return bad_parameter(std::string(where) + key, text(*v), expected);
+  }
+  return s;
+}
+
+ApiResult<int64_t> int_field(const Fields& fields, size_t i, std::string_view where,
+                             const char* key, int64_t min, int64_t max, const char* expected,
+                             std::optional<int64_t> fallback = std::nullopt) {
+  auto v = fields.get(i);
+  if (!v) {
+    if (fallback) return *fallback;
+    return bad_parameter(std::string(where) + key, "", std::string(expected) + " (missing)");
+  }
+  // A double (1.5, 1e3) or an integer above INT64_MAX is refused like one out of range.
+  int64_t n = 0;
+  if (!v->is_int64() || v->get_int64().get(n) != simdjson::SUCCESS || n < min || n > max) {
+    return bad_parameter(std::string(where) + key, text(*v), expected);
+  }
+  return n;
+}
+
+}  // namespace apply_body
+
+ApiResult<ApplyRequest> parse_apply(std::string_view body, const ApiLimits& limits) {
+  using apply_body::Fields;
+  using apply_body::int_field;
+  using apply_body::string_field;
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body.data(), body.size()).get(root) != simdjson::SUCCESS) {
+    return bad_parameter("body", body.substr(0, 60), "a JSON object (the body is not valid JSON)");
+  }
+  simdjson::dom::object top;
+  if (root.get_object().get(top) != simdjson::SUCCESS) {
+    return bad_parameter("body", body.substr(0, 60), "a JSON object");
+  }
+  enum { kProcessor, kPartition, kFrom, kTo, kRows, kShards };
+  auto fields = Fields::of(
+      top, "", {"processor_id", "partition", "from_offset", "to_offset", "rows", "shards"});
+  if (!fields.ok()) return fields.error();
   ApplyRequest out;
   constexpr const char* kProcessorExpected = "a processor id of 1-128 characters of [A-Za-z0-9_-]";
-  auto pid = json_string(*j, "", "processor_id", kProcessorExpected);
+  auto pid = string_field(*fields, kProcessor, "", "processor_id", kProcessorExpected);
   if (!pid.ok()) return pid.error();
   if (!valid_id(*pid, 128)) return bad_parameter("processor_id", *pid, kProcessorExpected);
-  out.processor_id = *pid;
-  auto part = json_int(*j, "", "partition", 0, std::numeric_limits<int32_t>::max(),
-                       "an integer from 0 to 2147483647");
+  out.processor_id = std::string(*pid);
+  auto part = int_field(*fields, kPartition, "", "partition", 0,
+                        std::numeric_limits<int32_t>::max(), "an integer from 0 to 2147483647");
   if (!part.ok()) return part.error();
   out.partition = *part;
-  auto from = json_int(*j, "", "from_offset", -1, std::numeric_limits<int64_t>::max() - 1,
-                       "an integer >= -1 (the offset range (from_offset, to_offset])");
+  auto from =
+      int_field(*fields, kFrom, "", "from_offset", -1, std::numeric_limits<int64_t>::max() - 1,
+                "an integer >= -1 (the offset range (from_offset, to_offset])");
   if (!from.ok()) return from.error();
   out.from_offset = *from;
-  auto to = json_int(*j, "", "to_offset", 0, std::numeric_limits<int64_t>::max(),
-                     "an integer > from_offset (the offset range (from_offset, to_offset])");
+  auto to = int_field(*fields, kTo, "", "to_offset", 0, std::numeric_limits<int64_t>::max(),
+                      "an integer > from_offset (the offset range (from_offset, to_offset])");
   if (!to.ok()) return to.error();
   out.to_offset = *to;
   if (out.to_offset <= out.from_offset) {
     return bad_parameter("to_offset", std::to_string(out.to_offset),
                          "an integer > from_offset (" + std::to_string(out.from_offset) + ")");
   }
-  if (auto shards = j->find("shards"); shards != j->end()) {
+  if (auto shards = fields->get(kShards)) {
     constexpr const char* kShardsExpected =
         "a non-empty JSON array of distinct shard ranges like \"-80\" (or no \"shards\" for all)";
-    if (!shards->is_array() || shards->empty() || shards->size() > 256) {
-      return bad_parameter("shards", json_text(*shards), kShardsExpected);
+    simdjson::dom::array list;
+    if (shards->get_array().get(list) != simdjson::SUCCESS || list.size() == 0 ||
+        list.size() > 256) {
+      return bad_parameter("shards", apply_body::text(*shards), kShardsExpected);
     }
     std::vector<std::string> names;
-    for (size_t i = 0; i < shards->size(); ++i) {
-      const json& name = (*shards)[i];
-      const std::string where = "shards[" + std::to_string(i) + "]";
-      if (!name.is_string())
-        return bad_parameter(where, json_text(name), "a shard range like \"-80\"");
-      auto range = ShardRange::parse(name.get<std::string>());
-      if (!range.ok()) {
-        return bad_parameter(where, name.get<std::string>(),
-                             "a shard range like \"-80\" or \"80-\"");
+    size_t i = 0;
+    for (const simdjson::dom::element name : list) {
+      const std::string where = "shards[" + std::to_string(i++) + "]";
+      std::string_view s;
+      if (name.get_string().get(s) != simdjson::SUCCESS) {
+        return bad_parameter(where, apply_body::text(name), "a shard range like \"-80\"");
       }
+      auto range = ShardRange::parse(std::string(s));
+      if (!range.ok()) return bad_parameter(where, s, "a shard range like \"-80\" or \"80-\"");
       if (std::find(names.begin(), names.end(), range->name()) != names.end()) {
-        return bad_parameter(where, name.get<std::string>(), kShardsExpected);
+        return bad_parameter(where, s, kShardsExpected);
       }
       names.push_back(range->name());
     }
     out.shards = std::move(names);
   }
-  auto rows = j->find("rows");
-  if (rows == j->end() || !rows->is_array()) {
-    return bad_parameter("rows", rows == j->end() ? "" : json_text(*rows),
+  auto rows_value = fields->get(kRows);
+  simdjson::dom::array rows;
+  if (!rows_value || rows_value->get_array().get(rows) != simdjson::SUCCESS) {
+    return bad_parameter("rows", rows_value ? apply_body::text(*rows_value) : "",
                          "a JSON array of minute rows (may be empty)");
   }
-  if (static_cast<int64_t>(rows->size()) > limits.max_apply_rows) {
-    return bad_parameter("rows", std::to_string(rows->size()) + " rows",
+  const size_t row_count = rows.size();
+  if (static_cast<int64_t>(row_count) > limits.max_apply_rows) {
+    return bad_parameter("rows", std::to_string(row_count) + " rows",
                          "at most " + std::to_string(limits.max_apply_rows) + " rows per call");
   }
-  out.rows.reserve(rows->size());
-  for (size_t i = 0; i < rows->size(); ++i) {
-    const json& row = (*rows)[i];
-    const std::string w = "rows[" + std::to_string(i) + "].";
-    if (!row.is_object())
-      return bad_parameter(w.substr(0, w.size() - 1), json_text(row), "a JSON object");
-    if (auto e = unknown_keys(row, w, {"video_id", "event_type", "minute", "count", "sum"})) {
-      return *e;
+  out.rows.reserve(row_count);
+  enum { kVideo, kType, kMinute, kCount, kSum };
+  size_t i = 0;
+  for (const simdjson::dom::element row : rows) {
+    const std::string w = "rows[" + std::to_string(i++) + "].";  // short: no allocation per row
+    simdjson::dom::object object;
+    if (row.get_object().get(object) != simdjson::SUCCESS) {
+      return bad_parameter(w.substr(0, w.size() - 1), apply_body::text(row), "a JSON object");
     }
+    auto f = Fields::of(object, w, {"video_id", "event_type", "minute", "count", "sum"});
+    if (!f.ok()) return f.error();
     ApplyRow r;
-    auto id = json_string(row, w, "video_id", kVideoIdExpected);
+    auto id = string_field(*f, kVideo, w, "video_id", kVideoIdExpected);
     if (!id.ok()) return id.error();
     if (!valid_id(*id, kMaxVideoIdLength))
       return bad_parameter(w + "video_id", *id, kVideoIdExpected);
-    r.video_id = std::move(*id);
-    auto type = json_string(row, w, "event_type", kEventTypesExpected);
+    r.video_id = std::string(*id);
+    auto type = string_field(*f, kType, w, "event_type", kEventTypesExpected);
     if (!type.ok()) return type.error();
     if (!is_event_type(*type)) return bad_parameter(w + "event_type", *type, kEventTypesExpected);
-    r.event_type = std::move(*type);
-    auto minute =
-        json_int(row, w, "minute", 0, kMaxInstantMs, "epoch milliseconds of a whole UTC minute");
+    r.event_type = std::string(*type);
+    auto minute = int_field(*f, kMinute, w, "minute", 0, kMaxInstantMs,
+                            "epoch milliseconds of a whole UTC minute");
     if (!minute.ok()) return minute.error();
     if (*minute % kMinuteMs != 0) {
       return bad_parameter(w + "minute", std::to_string(*minute),
                            "epoch milliseconds of a whole UTC minute (a multiple of 60000)");
     }
     r.minute_ms = *minute;
-    auto count =
-        json_int(row, w, "count", 0, std::numeric_limits<int64_t>::max(), "an integer >= 0");
+    auto count = int_field(*f, kCount, w, "count", 0, std::numeric_limits<int64_t>::max(),
+                           "an integer >= 0");
     if (!count.ok()) return count.error();
     r.count = *count;
-    auto sum = json_int(row, w, "sum", std::numeric_limits<int64_t>::min(),
-                        std::numeric_limits<int64_t>::max(), "an integer", int64_t{0});
+    auto sum = int_field(*f, kSum, w, "sum", std::numeric_limits<int64_t>::min(),
+                         std::numeric_limits<int64_t>::max(), "an integer", int64_t{0});
     if (!sum.ok()) return sum.error();
     r.sum = *sum;
     r.ksid = ksid_for(r.video_id);

@@ -519,11 +519,11 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
     }
   }
   std::vector<ShardCall> calls;
-  std::vector<std::vector<size_t>> rows_by_call;
+  std::vector<size_t> rows_per_call;
   std::vector<std::vector<KeyspaceId>> ksids_by_call;
   for (size_t s = 0; s < r->shards.size(); ++s) {
     if (!wanted[s]) continue;
-    rows_by_call.push_back(rows_by_shard[s]);
+    rows_per_call.push_back(rows_by_shard[s].size());
     ksids_by_call.emplace_back();
     for (size_t i : rows_by_shard[s]) ksids_by_call.back().push_back(parsed->rows[i].ksid);
     // Re-sending is safe by contract 4, so the call is retried like a read.
@@ -546,11 +546,11 @@ void ApiService::apply(HttpRequest&& request, Responder respond) {
   state->pending = calls.size();
   state->respond = std::move(respond);
   ShardWorker& w = next_worker();
-  w.post([this, &w, state, calls = std::move(calls), rows_by_call,
+  w.post([this, &w, state, calls = std::move(calls), rows_per_call = std::move(rows_per_call),
           ksids_by_call = std::move(ksids_by_call)]() mutable {
     for (size_t s = 0; s < calls.size(); ++s) {
       std::string shard_name = calls[s].shard;
-      size_t nrows = rows_by_call[s].size();
+      size_t nrows = rows_per_call[s];
       w.call(std::move(calls[s]),
              [this, state, s, shard_name, nrows,
               ksids = std::move(ksids_by_call[s])](Result<ShardCallResults> result) {

@@ -309,6 +309,45 @@ TEST(ApiRequestTest, ApplyBodyAddsKsidAndValidatesRows) {
              "partition", "0 to 2147483647");
   expect_bad(err(R"({"processor_id":"p","from_offset":1,"to_offset":5,"rows":[]})"), "partition",
              "missing");
+  // A repeated field is refused rather than silently resolved either way.
+  expect_bad(
+      err(head +
+          R"("rows":[{"video_id":"a","event_type":"view","minute":1763800020000,"count":1,"count":2}]})"),
+      "rows[0].count", "at most once");
+  expect_bad(err(head + R"("rows":[],"rows":[]})"), "rows", "at most once");
+  expect_bad(
+      err(head +
+          R"("rows":[{"video_id":"a","event_type":"view","minute":1763800020000,"count":9223372036854775808}]})"),
+      "rows[0].count", ">= 0");
+  expect_bad(err(head + R"("rows":[{"video_id":"a","event_type":"view","count":1}]})"),
+             "rows[0].minute", "missing");
+  expect_bad(err(head + R"("rows":[7]})"), "rows[0]", "JSON object");
+  expect_bad(err(R"([1,2])"), "body", "JSON object");
+  expect_bad(err(R"({"processor_id":"p1",)"), "body", "not valid JSON");
+}
+
+TEST(ApiRequestTest, ApplyParsesALargeBatchRowByRow) {
+  ApiLimits limits;
+  std::string body =
+      R"({"processor_id":"p1","partition":0,"from_offset":-1,"to_offset":5,"rows":[)";
+  constexpr int kRows = 50000;
+  for (int i = 0; i < kRows; ++i) {
+    body += (i ? "," : "");
+    body += R"({"video_id":"v)" + std::to_string(i) +
+            R"(","event_type":"like","minute":1763800020000,"count":)" + std::to_string(i + 1) +
+            "}";
+  }
+  body += "]}";
+  auto a = parse_apply(body, limits);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_EQ(a->rows.size(), static_cast<size_t>(kRows));
+  EXPECT_EQ(a->rows[kRows - 1].video_id, "v" + std::to_string(kRows - 1));
+  EXPECT_EQ(a->rows[kRows - 1].count, kRows);
+  EXPECT_EQ(a->rows[kRows - 1].sum, 0);
+  limits.max_apply_rows = kRows - 1;
+  auto over = parse_apply(body, limits);
+  ASSERT_FALSE(over.ok());
+  expect_bad(over.error(), "rows", "at most 49999 rows");
 }
 
 TEST(ApiRequestTest, ApplyShardsAddressARetryToSomeShards) {
