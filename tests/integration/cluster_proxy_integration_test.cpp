@@ -164,6 +164,23 @@ TEST_F(ClusterProxyTest, ApplyFunctionOnALeaderIsIdempotentAndRollsUp) {
   EXPECT_EQ(q("SELECT mark FROM apply_marks WHERE processor_id = 'direct' AND partition = 7"),
             "150");
   EXPECT_EQ(q("SELECT count FROM video_totals WHERE video_id = 'direct_v'"), "15");
+  // The video id format (migrations 0001 and 0005) guards the counter tables too: a row whose id
+  // has a space, is empty, is 65 characters long or ends in a newline fails the whole call; 64
+  // characters are fine.
+  for (const std::string& id :
+       {std::string("a b"), std::string(), std::string(65, 'v'), std::string("direct_v\n")}) {
+    json one = row(m0, 1, 1);
+    one["video_id"] = id;
+    EXPECT_EQ(c.query_params(call, {"direct", "7", "150", "160", json::array({one}).dump()})
+                  .substr(0, 11),
+              "ERROR 23514")
+        << id;
+  }
+  json longest = row(m0, 1, 1);
+  longest["video_id"] = std::string(64, 'v');
+  EXPECT_EQ(c.query_params(call, {"direct", "7", "150", "160", json::array({longest}).dump()}),
+            "applied 160");
+  EXPECT_EQ(q("SELECT count FROM video_totals WHERE video_id = 'direct_v'"), "15");
 }
 
 TEST_F(ClusterProxyTest, ApplyRoutesRowsToTheirShardAndReapplyIsIdempotent) {
