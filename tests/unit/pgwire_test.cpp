@@ -675,7 +675,7 @@ TEST(FrontendDecoder, ConfigurableLimits) {
 
 TEST(FrontendDecoder, StartupWithManyParametersIsNotQuadratic) {
   // Regression: duplicate detection compared every pair, so a 1 MiB startup packet of ~100k short
-  // parameters took minutes of CPU before authentication. Now sorted: well under a second.
+  // parameters took minutes of CPU before authentication. Now sorted.
   std::vector<std::pair<std::string, std::string>> params;
   for (int i = 0; params.size() < 100000; ++i) params.emplace_back(std::to_string(i), "");
   const std::string many = startup(params);
@@ -687,7 +687,9 @@ TEST(FrontendDecoder, StartupWithManyParametersIsNotQuadratic) {
   const auto elapsed = std::chrono::steady_clock::now() - started;
   ASSERT_TRUE(r.ok() && r->has_value());
   EXPECT_EQ(std::get<StartupMessage>(**r).parameters.size(), 100000u);
-  EXPECT_LT(elapsed, std::chrono::seconds(2));
+  // Sorted, this test takes a quarter of a second (3 s under TSan on 2 busy cores); pairwise it was
+  // minutes. The bound only has to tell those apart, on any build.
+  EXPECT_LT(elapsed, std::chrono::seconds(30));
   // And the duplicate is still found wherever it is.
   params.emplace_back("4711", "again");
   FrontendDecoder dup;
