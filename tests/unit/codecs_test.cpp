@@ -1,0 +1,91 @@
+// Unit tests for the small codecs every service shares, each by table: calendar math
+// (common/core).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/core/calendar.h"
+
+namespace tally {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Calendar math
+
+struct CivilCase {
+  int64_t year;
+  unsigned month;
+  unsigned day;
+  int64_t days;  // since 1970-01-01; checked with Python's datetime and Hinnant's integer formulas
+};
+
+constexpr CivilCase kCivilCases[] = {
+    {1970, 1, 1, 0},
+    {1969, 12, 31, -1},
+    {2000, 1, 1, 10957},  // PostgreSQL's epoch
+    {2000, 2, 29, 11016},
+    {2000, 3, 1, 11017},
+    {1900, 3, 1, -25508},  // 1900 is no leap year
+    {2024, 2, 29, 19782},
+    {2026, 12, 7, 20794},
+    {1, 1, 1, -719162},
+    {0, 1, 1, -719528},
+    {0, 3, 1, -719468},  // Hinnant's era origin
+    {-1, 12, 31, -719529},
+    {9999, 12, 31, 2932896},
+    {32767, 12, 31, 11248737},    // the last year std::chrono::year holds
+    {32768, 1, 1, 11248738},      // and one past it
+    {294276, 12, 31, 106762939},  // PostgreSQL's last timestamp date
+    {-4713, 11, 24, -2440588},    // PostgreSQL's first date (4714-11-24 BC; year 0 is 1 BC)
+};
+
+TEST(Calendar, DaysFromCivilTable) {
+  for (const CivilCase& c : kCivilCases) {
+    EXPECT_EQ(days_from_civil(c.year, c.month, c.day), c.days)
+        << c.year << "-" << c.month << "-" << c.day;
+  }
+}
+
+TEST(Calendar, CivilFromDaysInvertsTheTable) {
+  for (const CivilCase& c : kCivilCases) {
+    const CivilDate date = civil_from_days(c.days);
+    EXPECT_EQ(date.year, c.year) << c.days;
+    EXPECT_EQ(date.month, c.month) << c.days;
+    EXPECT_EQ(date.day, c.day) << c.days;
+  }
+}
+
+TEST(Calendar, RoundTripsEveryDayOfFourCenturies) {
+  for (int64_t days = -146097 * 2; days < 146097 * 2; days += 7) {
+    const CivilDate date = civil_from_days(days);
+    ASSERT_EQ(days_from_civil(date.year, date.month, date.day), days) << days;
+  }
+}
+
+TEST(Calendar, ADayPastTheMonthsEndCountsOn) {
+  // binary_values' date encoder checks only 1-31 and relies on this, as it did before chrono.
+  EXPECT_EQ(days_from_civil(2023, 2, 31), days_from_civil(2023, 3, 3));
+  EXPECT_EQ(days_from_civil(2024, 4, 31), days_from_civil(2024, 5, 1));
+}
+
+TEST(Calendar, LeapYearsAndMonthLengths) {
+  struct Case {
+    int64_t year;
+    bool leap;
+  };
+  for (const Case& c :
+       {Case{2000, true}, Case{1900, false}, Case{2024, true}, Case{2023, false}, Case{0, true},
+        Case{-4, true}, Case{-100, false}, Case{40000, true}, Case{40100, false}}) {
+    EXPECT_EQ(is_leap_year(c.year), c.leap) << c.year;
+    EXPECT_EQ(days_in_month(c.year, 2), c.leap ? 29U : 28U) << c.year;
+  }
+  constexpr unsigned kLengths[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  for (unsigned month = 1; month <= 12; ++month) {
+    EXPECT_EQ(days_in_month(2023, month), kLengths[month - 1]) << month;
+  }
+}
+
+}  // namespace
+}  // namespace tally
