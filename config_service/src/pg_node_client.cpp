@@ -37,15 +37,6 @@ std::string pg_conninfo(const std::string& address, const PgAccess& access) {
          " connect_timeout=" + std::to_string(timeout_s) + " application_name=config_service";
 }
 
-uint64_t parse_lsn(const char* text) {
-  if (text == nullptr || *text == '\0') return 0;
-  char* slash = nullptr;
-  uint64_t hi = std::strtoull(text, &slash, 16);
-  if (slash == nullptr || *slash != '/') return 0;
-  uint64_t lo = std::strtoull(slash + 1, nullptr, 16);
-  return (hi << 32) | lo;
-}
-
 PgNodeClient::PgNodeClient(std::string address, const PgAccess& access)
     : address_(std::move(address)) {
   // The checks must never hang on a wedged node for longer than a round or two.

@@ -1,5 +1,5 @@
-// Unit tests for the small codecs every service shares, each by table: calendar math
-// (common/core).
+// Unit tests for the small codecs every service shares, each by table: calendar math (common/core)
+// and PostgreSQL LSN text (common/pgclient).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/core/calendar.h"
+#include "common/pgclient/lsn.h"
 
 namespace tally {
 namespace {
@@ -85,6 +86,42 @@ TEST(Calendar, LeapYearsAndMonthLengths) {
   for (unsigned month = 1; month <= 12; ++month) {
     EXPECT_EQ(days_in_month(2023, month), kLengths[month - 1]) << month;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL LSN text
+
+TEST(Lsn, ParseAndFormatRoundTrip) {
+  struct Case {
+    std::string_view text;
+    uint64_t value;
+  };
+  for (const Case& c : {Case{"0/0", 0}, Case{"0/16B3748", 0x16B3748},
+                        Case{"16/B374D848", (uint64_t{0x16} << 32) | 0xB374D848},
+                        Case{"FFFFFFFF/FFFFFFFF", ~uint64_t{0}}, Case{"1/0", uint64_t{1} << 32}}) {
+    Result<uint64_t> parsed = parse_lsn(c.text);
+    ASSERT_TRUE(parsed.ok()) << c.text;
+    EXPECT_EQ(*parsed, c.value) << c.text;
+    EXPECT_EQ(format_lsn(c.value), c.text);
+  }
+  EXPECT_EQ(*parse_lsn("a/b"), (uint64_t{0xA} << 32) | 0xB);  // lower case accepted
+  EXPECT_EQ(*parse_lsn("00000001/00000002"), (uint64_t{1} << 32) | 2);
+  for (uint64_t v : {uint64_t{1}, uint64_t{0x123456789ABCDEF0}, uint64_t{0xDEADBEEF} << 32}) {
+    EXPECT_EQ(*parse_lsn(format_lsn(v)), v);
+  }
+}
+
+TEST(Lsn, RejectsMalformedTextInsteadOfReadingZero) {
+  // The health checkers' copies read all of these as LSN 0; the caller now decides what it means.
+  for (std::string_view bad : {"", "/", "0/", "/0", "0x1/0", "1/2/3", "123456789/0", "0/123456789",
+                               "g/0", " 0/0", "0/0 ", "-1/0", "16B374D848"}) {
+    Result<uint64_t> parsed = parse_lsn(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(parse_lsn("x/y").error().message,
+            "LSN \"x/y\": expected two groups of 1-8 hex digits separated by '/', such as "
+            "0/16B3748");
 }
 
 }  // namespace
