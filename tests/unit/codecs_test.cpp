@@ -1,5 +1,5 @@
-// Unit tests for the small codecs every service shares, each by table: calendar math (common/core)
-// and PostgreSQL LSN text (common/pgclient).
+// Unit tests for the small codecs every service shares, each by table: calendar math and host:port
+// (common/core), PostgreSQL LSN text and libpq conninfo quoting (common/pgclient).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -7,6 +7,8 @@
 #include <string_view>
 
 #include "common/core/calendar.h"
+#include "common/core/host_port.h"
+#include "common/pgclient/conninfo.h"
 #include "common/pgclient/lsn.h"
 
 namespace tally {
@@ -89,6 +91,53 @@ TEST(Calendar, LeapYearsAndMonthLengths) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// host:port
+
+TEST(HostPort, ParsesValidAddresses) {
+  struct Case {
+    std::string_view text;
+    std::string_view host;
+    uint16_t port;
+  };
+  for (const Case& c : {Case{"db:5432", "db", 5432}, Case{"127.0.0.1:1", "127.0.0.1", 1},
+                        Case{"pg-s0-leader:65535", "pg-s0-leader", 65535},
+                        Case{"::1:5432", "::1", 5432}, Case{"h:00080", "h", 80}}) {
+    Result<HostPort> parsed = parse_host_port(c.text);
+    ASSERT_TRUE(parsed.ok()) << c.text;
+    EXPECT_EQ(parsed->host, c.host) << c.text;
+    EXPECT_EQ(parsed->port, c.port) << c.text;
+  }
+}
+
+TEST(HostPort, RejectsMalformedAddresses) {
+  // The two config loaders differed here before: one took any number of port digits.
+  for (std::string_view bad : {"", "db", "db:", ":5432", "db:54x2", "db:-1", "db: 5432", "db:0",
+                               "db:65536", "db:99999", "db:123456", "db:5432 "}) {
+    Result<HostPort> parsed = parse_host_port(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(parse_host_port("db:x").error().message,
+            "address \"db:x\": expected host:port with a port from 1 to 65535");
+}
+
+TEST(HostPort, SplitsWithoutChecking) {
+  struct Case {
+    std::string_view address;
+    std::string_view port_if_absent;
+    std::string_view host;
+    std::string_view port;
+  };
+  for (const Case& c : {Case{"db:5432", "", "db", "5432"}, Case{"db", "5432", "db", "5432"},
+                        Case{"db", "", "db", ""}, Case{"::1:6432", "5432", "::1", "6432"},
+                        Case{"db:x", "5432", "db", "x"}}) {
+    const HostPortText parts = split_host_port(c.address, c.port_if_absent);
+    EXPECT_EQ(parts.host, c.host) << c.address;
+    EXPECT_EQ(parts.port, c.port) << c.address;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL LSN text
 
 TEST(Lsn, ParseAndFormatRoundTrip) {
@@ -122,6 +171,36 @@ TEST(Lsn, RejectsMalformedTextInsteadOfReadingZero) {
   EXPECT_EQ(parse_lsn("x/y").error().message,
             "LSN \"x/y\": expected two groups of 1-8 hex digits separated by '/', such as "
             "0/16B3748");
+}
+
+// ---------------------------------------------------------------------------------------------
+// libpq conninfo
+
+TEST(Conninfo, QuotesOnlyWhatLibpqWouldMisread) {
+  struct Case {
+    std::string_view value;
+    std::string_view quoted;
+  };
+  for (const Case& c : {Case{"tally", "tally"}, Case{"127.0.0.1", "127.0.0.1"}, Case{"a=b", "a=b"},
+                        Case{"", "''"}, Case{"two words", "'two words'"},
+                        Case{"it's", R"('it\'s')"}, Case{R"(back\slash)", R"('back\\slash')"},
+                        Case{"tab\there", "'tab\there'"}, Case{"new\nline", "'new\nline'"},
+                        Case{"-c statement_timeout=1000", "'-c statement_timeout=1000'"}}) {
+    EXPECT_EQ(quote_conninfo_value(c.value), c.quoted) << c.value;
+  }
+}
+
+TEST(Conninfo, BuildsKeywordValuePairsInOrder) {
+  EXPECT_EQ(build_conninfo({{"host", "127.0.0.1"},
+                            {"port", "5432"},
+                            {"dbname", "tally"},
+                            {"user", "tally"},
+                            {"password", "p w'd"}}),
+            R"(host=127.0.0.1 port=5432 dbname=tally user=tally password='p w\'d')");
+  EXPECT_EQ(build_conninfo({}), "");
+  std::string conninfo = build_conninfo({{"host", "db"}});
+  append_conninfo_param(conninfo, "options", "-c statement_timeout=1000");
+  EXPECT_EQ(conninfo, "host=db options='-c statement_timeout=1000'");
 }
 
 }  // namespace
