@@ -1,5 +1,6 @@
 // Unit tests for the small codecs every service shares, each by table: calendar math and host:port
-// (common/core), PostgreSQL LSN text and libpq conninfo quoting (common/pgclient).
+// (common/core), PostgreSQL LSN text and libpq conninfo quoting (common/pgclient). The single-
+// definition check (tests/checks/single_definitions.py) keeps them the only copies.
 #include <gtest/gtest.h>
 
 #include <cstdint>
