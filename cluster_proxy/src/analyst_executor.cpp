@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "common/core/host_port.h"
+
 namespace tally::cluster_proxy {
 namespace {
 
@@ -52,9 +54,9 @@ PGconn* AnalystExecutor::connection(const ShardTarget& target, SqlError& error) 
     return it->second.get();
   }
   if (it != connections_.end()) connections_.erase(it);
-  auto colon = target.address.rfind(':');
-  std::string host = target.address.substr(0, colon);
-  std::string port = colon == std::string::npos ? "5432" : target.address.substr(colon + 1);
+  const HostPortText node = split_host_port(target.address, "5432");
+  const std::string host(node.host);
+  const std::string port(node.port);
   std::string timeout = std::to_string(std::max(1, (connect_timeout_ms_ + 999) / 1000));
   const char* keys[] = {
       "host", "port", "dbname", "user", "password", "connect_timeout", "application_name", nullptr};

@@ -240,36 +240,6 @@ std::string_view function_name(StatFunction f) {
   return "count";
 }
 
-std::string format_lsn(uint64_t lsn) {
-  char buf[32];
-  snprintf(buf, sizeof(buf), "%X/%X", static_cast<unsigned>(lsn >> 32),
-           static_cast<unsigned>(lsn & 0xffffffffu));
-  return buf;
-}
-
-std::optional<uint64_t> parse_lsn(std::string_view text) {
-  size_t slash = text.find('/');
-  if (slash == std::string_view::npos || slash == 0 || slash > 8 || text.size() - slash - 1 == 0 ||
-      text.size() - slash - 1 > 8) {
-    return std::nullopt;
-  }
-  auto hex = [](std::string_view s, uint64_t& out) {
-    out = 0;
-    for (char c : s) {
-      int d = c >= '0' && c <= '9'   ? c - '0'
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                     : -1;
-      if (d < 0) return false;
-      out = out * 16 + static_cast<uint64_t>(d);
-    }
-    return true;
-  };
-  uint64_t hi = 0, lo = 0;
-  if (!hex(text.substr(0, slash), hi) || !hex(text.substr(slash + 1), lo)) return std::nullopt;
-  return hi << 32 | lo;
-}
-
 std::string format_token(const ReadToken& token) {
   std::string out;
   for (const auto& [shard, lsn] : token.lsn_by_shard) {

@@ -15,6 +15,7 @@
 #include "cluster_proxy/src/time_range.h"
 #include "common/http/http_server.h"
 #include "common/keyspace/ksid.h"
+#include "common/pgclient/lsn.h"  // parse_lsn, format_lsn: a token's LSNs
 
 namespace tally::cluster_proxy {
 
@@ -80,8 +81,6 @@ struct StatsRequest {
 struct ReadToken {
   std::map<std::string, uint64_t> lsn_by_shard;
 };
-std::string format_lsn(uint64_t lsn);  // "0/16B3748"
-std::optional<uint64_t> parse_lsn(std::string_view text);
 std::string format_token(const ReadToken& token);
 ApiResult<ReadToken> parse_token(std::string_view text, std::string parameter = "token");
 

@@ -10,16 +10,6 @@
 namespace tally::cluster_proxy {
 namespace {
 
-void check_host_port(ConfigSection& section, const std::string& key, const std::string& value) {
-  auto colon = value.rfind(':');
-  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
-            value.size() - colon - 1 <= 5;
-  if (ok) {
-    for (size_t i = colon + 1; i < value.size(); ++i) ok = ok && isdigit(value[i]);
-  }
-  if (!ok) section.fail(key, "expected host:port, got \"" + value + "\"");
-}
-
 std::vector<std::string> tokens(ConfigSection& auth, const std::string& key) {
   auto list = auth.optional_string_list(key);
   for (const auto& t : list) {
@@ -57,7 +47,7 @@ ClusterProxyConfig load_cluster_proxy_config(const std::filesystem::path& file) 
       auto parsed = ShardRange::parse(range);
       if (!parsed) s.fail("shards." + range, parsed.error().message);
       auto proxies = entry.optional_string_list("proxies");
-      for (const auto& p : proxies) check_host_port(entry, "proxies", p);
+      for (const auto& p : proxies) entry.check_host_port("proxies", p);
       if (proxies.empty()) entry.fail("proxies", "expected at least one host:port");
       entry.finish();
       c.shards[parsed->name()] = proxies;

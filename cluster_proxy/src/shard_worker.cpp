@@ -8,7 +8,9 @@
 #include <deque>
 #include <random>
 
+#include "common/core/host_port.h"
 #include "common/metrics/metrics_registry.h"
+#include "common/pgclient/conninfo.h"
 
 namespace tally::cluster_proxy {
 
@@ -20,28 +22,19 @@ bool shard_unavailable_sqlstate(std::string_view s) {
 
 namespace {
 
-// A libpq conninfo value: single-quoted, with ' and \ escaped.
-std::string conninfo_value(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 std::string conninfo_for(const std::string& address, const ShardWorkerOptions& o) {
-  auto colon = address.rfind(':');
-  std::string host = address.substr(0, colon);
-  std::string port = colon == std::string::npos ? "5432" : address.substr(colon + 1);
+  const HostPortText node = split_host_port(address, "5432");
+  const std::string host(node.host);
   unsigned char buf[16];
   // A numeric address as hostaddr: libpq then never resolves a name, which would block the thread.
   bool numeric =
       inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
-  return std::string(numeric ? "hostaddr=" : "host=") + conninfo_value(host) +
-         " port=" + conninfo_value(port) + " dbname=" + conninfo_value(o.database) +
-         " user=" + conninfo_value(o.user) + " password=" + conninfo_value(o.password) +
-         " application_name=tally_cluster_proxy";
+  return build_conninfo({{numeric ? "hostaddr" : "host", host},
+                         {"port", node.port},
+                         {"dbname", o.database},
+                         {"user", o.user},
+                         {"password", o.password},
+                         {"application_name", "tally_cluster_proxy"}});
 }
 
 std::string result_error(const PGresult* r, std::string& sqlstate) {

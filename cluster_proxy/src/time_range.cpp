@@ -2,42 +2,10 @@
 
 #include <cstdio>
 
+#include "common/core/calendar.h"
+
 namespace tally::cluster_proxy {
 namespace {
-
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2 ? 1 : 0;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-struct Civil {
-  int64_t y, m, d;
-};
-Civil civil_from_days(int64_t z) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  const int64_t d = doy - (153 * mp + 2) / 5 + 1;
-  const int64_t m = mp + (mp < 10 ? 3 : -9);
-  return {yoe + era * 400 + (m <= 2 ? 1 : 0), m, d};
-}
-
-bool is_leap(int64_t y) {
-  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-int64_t days_in_month(int64_t y, int64_t m) {
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return m == 2 && is_leap(y) ? 29 : kDays[m - 1];
-}
 
 // Reads exactly `n` digits at `pos`.
 bool digits(std::string_view s, size_t& pos, size_t n, int64_t& out) {
@@ -122,7 +90,8 @@ Result<Instant> parse_instant(std::string_view s) {
       !expect(s, pos, ':') || !digits(s, pos, 2, sec)) {
     return bad();
   }
-  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59) {
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, static_cast<unsigned>(mo)) || h > 23 ||
+      mi > 59 || sec > 59) {
     return bad();
   }
   int64_t frac_ms = 0;
@@ -158,8 +127,8 @@ Result<Instant> parse_instant(std::string_view s) {
     return bad();
   }
   if (pos != s.size()) return bad();
-  int64_t ms = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi - offset_min) * kMinuteMs +
-               sec * 1000 + frac_ms;
+  const int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  int64_t ms = ((days * 24 + h) * 60 + mi - offset_min) * kMinuteMs + sec * 1000 + frac_ms;
   if (ms < 0 || ms > kMaxInstantMs || (ms == kMaxInstantMs && sub_ms)) return bad();
   return Instant{ms, sub_ms};
 }
@@ -167,18 +136,18 @@ Result<Instant> parse_instant(std::string_view s) {
 std::string format_rfc3339(int64_t ms) {
   const int64_t days = ms / kDayMs;
   int64_t rest = ms % kDayMs;
-  Civil c = civil_from_days(days);
+  const CivilDate c = civil_from_days(days);
   char buf[40];
   int h = static_cast<int>(rest / kHourMs);
   int mi = static_cast<int>(rest % kHourMs / kMinuteMs);
   int sec = static_cast<int>(rest % kMinuteMs / 1000);
   int frac = static_cast<int>(rest % 1000);
   if (frac == 0) {
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", static_cast<int>(c.y),
-             static_cast<int>(c.m), static_cast<int>(c.d), h, mi, sec);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", static_cast<int>(c.year),
+             static_cast<int>(c.month), static_cast<int>(c.day), h, mi, sec);
   } else {
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", static_cast<int>(c.y),
-             static_cast<int>(c.m), static_cast<int>(c.d), h, mi, sec, frac);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", static_cast<int>(c.year),
+             static_cast<int>(c.month), static_cast<int>(c.day), h, mi, sec, frac);
   }
   return buf;
 }
@@ -186,10 +155,10 @@ std::string format_rfc3339(int64_t ms) {
 std::string format_sql_timestamptz(int64_t ms) {
   const int64_t days = ms / kDayMs;
   int64_t rest = ms % kDayMs;
-  Civil c = civil_from_days(days);
+  const CivilDate c = civil_from_days(days);
   char buf[48];
-  snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", static_cast<int>(c.y),
-           static_cast<int>(c.m), static_cast<int>(c.d), static_cast<int>(rest / kHourMs),
+  snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", static_cast<int>(c.year),
+           static_cast<int>(c.month), static_cast<int>(c.day), static_cast<int>(rest / kHourMs),
            static_cast<int>(rest % kHourMs / kMinuteMs), static_cast<int>(rest % kMinuteMs / 1000),
            static_cast<int>(rest % 1000));
   return buf;

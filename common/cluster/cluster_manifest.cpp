@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/pgclient/conninfo.h"
+
 namespace tally {
 
 using nlohmann::json;
@@ -38,9 +40,13 @@ std::string ClusterManifest::conninfo(const ManifestProcess& pg, const std::stri
   auto port = pg.ports.find("pg");
   auto u = users.find(user);
   std::string out =
-      "host=127.0.0.1 port=" + std::to_string(port == pg.ports.end() ? 0 : port->second) +
-      " dbname=" + database;
-  if (u != users.end()) out += " user=" + u->second.name + " password=" + u->second.password;
+      build_conninfo({{"host", "127.0.0.1"},
+                      {"port", std::to_string(port == pg.ports.end() ? 0 : port->second)},
+                      {"dbname", database}});
+  if (u != users.end()) {
+    append_conninfo_param(out, "user", u->second.name);
+    append_conninfo_param(out, "password", u->second.password);
+  }
   return out;
 }
 

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/core/host_port.h"
+
 namespace tally {
 namespace {
 
@@ -49,6 +51,12 @@ void ConfigSection::fail(const std::string& key, const std::string& problem) con
 void ConfigSection::fail_value(const std::string& key, const std::string& expected,
                                const YAML::Node& value) const {
   fail(key, "expected " + expected + ", got " + describe(value));
+}
+
+void ConfigSection::check_host_port(const std::string& key, const std::string& value) const {
+  if (!parse_host_port(value).ok()) {
+    fail(key, "expected " + std::string(kHostPortForm) + ", got \"" + value + "\"");
+  }
 }
 
 bool ConfigSection::has(const std::string& key) const {

@@ -48,6 +48,10 @@ class ConfigSection {
   // Throws when the mapping has keys that were never read.
   void finish() const;
 
+  // Fails naming the file, `key` and the expected form unless `value` (read from `key`) is
+  // host:port as parse_host_port (common/core/host_port.h) accepts it.
+  void check_host_port(const std::string& key, const std::string& value) const;
+
   // An error about `key` of this section, for cross-field checks done by the caller.
   [[noreturn]] void fail(const std::string& key, const std::string& problem) const;
   std::string key_path(const std::string& key) const;

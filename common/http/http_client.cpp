@@ -11,6 +11,8 @@
 #include <cctype>
 #include <optional>
 
+#include "common/core/host_port.h"
+
 namespace tally {
 
 namespace net = boost::asio;
@@ -45,20 +47,13 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
     out.base_path = std::string(rest.substr(slash));
     while (!out.base_path.empty() && out.base_path.back() == '/') out.base_path.pop_back();
   }
-  size_t colon = hostport.rfind(':');
-  if (colon == std::string_view::npos) {
-    out.host = std::string(hostport);
+  if (hostport.find(':') == std::string_view::npos) {
+    out.host = std::string(hostport);  // the default port
   } else {
-    out.host = std::string(hostport.substr(0, colon));
-    std::string_view port = hostport.substr(colon + 1);
-    unsigned value = 0;
-    if (port.empty() || port.size() > 5) return bad("bad port");
-    for (char c : port) {
-      if (c < '0' || c > '9') return bad("bad port");
-      value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (value == 0 || value > 65535) return bad("bad port");
-    out.port = static_cast<uint16_t>(value);
+    Result<HostPort> parsed = parse_host_port(hostport);
+    if (!parsed.ok()) return bad(split_host_port(hostport).host.empty() ? "no host" : "bad port");
+    out.host = std::move(parsed->host);
+    out.port = parsed->port;
   }
   if (out.host.empty()) return bad("no host");
   return out;

@@ -7,6 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "common/core/calendar.h"
+
 namespace tally::pgwire {
 namespace {
 
@@ -36,15 +38,6 @@ Result<std::string> integer(uint32_t oid, std::string_view text, int bytes) {
   return out;
 }
 
-// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (H. Hinnant's algorithm).
-int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
 constexpr int64_t kPgEpochDays = 10957;  // 2000-01-01 - 1970-01-01
 constexpr int64_t kUsPerDay = 86400000000LL;
 

@@ -1,17 +1,13 @@
 #include "common/sql/statement_hints.h"
 
-#include <array>
-#include <charconv>
-
 #include "common/core/quote.h"
+#include "common/pgclient/lsn.h"
 
 namespace tally::sql {
 namespace {
 
 constexpr std::string_view kHintPrefix = "/*tally:";
 constexpr std::string_view kKnownKeys = "route, cache_ttl_ms, min_lsn";
-constexpr std::string_view kLsnForm =
-    "two groups of 1-8 hex digits separated by '/', such as 0/16B3748";
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -60,34 +56,6 @@ std::size_t block_comment_end(std::string_view sql, std::size_t pos) {
     }
   }
   return std::string_view::npos;
-}
-
-std::optional<int> hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return std::nullopt;
-}
-
-// 1-8 hex digits, nothing else.
-std::optional<uint32_t> parse_hex32(std::string_view text) {
-  if (text.empty() || text.size() > 8) return std::nullopt;
-  uint32_t value = 0;
-  for (char c : text) {
-    const std::optional<int> digit = hex_value(c);
-    if (!digit) return std::nullopt;
-    value = (value << 4) | static_cast<uint32_t>(*digit);
-  }
-  return value;
-}
-
-std::optional<uint64_t> lsn_from_text(std::string_view text) {
-  const std::size_t slash = text.find('/');
-  if (slash == std::string_view::npos) return std::nullopt;
-  const std::optional<uint32_t> high = parse_hex32(text.substr(0, slash));
-  const std::optional<uint32_t> low = parse_hex32(text.substr(slash + 1));
-  if (!high || !low) return std::nullopt;
-  return (uint64_t{*high} << 32) | *low;
 }
 
 std::optional<uint32_t> parse_ttl(std::string_view text) {
@@ -161,8 +129,9 @@ Status parse_hint_body(std::string_view body, StatementHints& hints) {
       hints.cache_ttl_ms = parse_ttl(value);
       if (!hints.cache_ttl_ms) return bad_value(name, value, "an integer from 0 to 86400000");
     } else {
-      hints.min_lsn = lsn_from_text(value);
-      if (!hints.min_lsn) return bad_value(name, value, "an LSN: " + std::string(kLsnForm));
+      Result<uint64_t> lsn = parse_lsn(value);
+      if (!lsn.ok()) return bad_value(name, value, "an LSN: " + std::string(kLsnForm));
+      hints.min_lsn = *lsn;
     }
 
     i = skip_space(body, i);
@@ -224,28 +193,6 @@ Result<HintedStatement> parse_statement_hints(std::string_view sql) {
     pos = end;
   }
   out.body_offset = pos;
-  return out;
-}
-
-Result<uint64_t> parse_lsn(std::string_view text) {
-  const std::optional<uint64_t> lsn = lsn_from_text(text);
-  if (!lsn) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "LSN " + quote(text) + ": expected " + std::string(kLsnForm));
-  }
-  return *lsn;
-}
-
-std::string format_lsn(uint64_t lsn) {
-  std::array<char, 17> buffer{};  // "FFFFFFFF/FFFFFFFF"
-  char* const end = buffer.data() + buffer.size();
-  char* p = std::to_chars(buffer.data(), end, lsn >> 32, 16).ptr;
-  *p++ = '/';
-  p = std::to_chars(p, end, lsn & 0xffffffffU, 16).ptr;
-  std::string out(buffer.data(), p);
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'f') c = static_cast<char>(c - 'a' + 'A');
-  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "common/core/result.h"
+#include "common/pgclient/lsn.h"  // parse_lsn, format_lsn: min_lsn's text form
 
 namespace tally::sql {
 
@@ -64,12 +65,5 @@ struct HintedStatement {
 //
 // Cost: a scan of the leading bytes only; no allocation unless an error is returned.
 Result<HintedStatement> parse_statement_hints(std::string_view sql);
-
-// PostgreSQL's textual LSN "X/Y" (each side 1-8 hex digits, either case) as (X << 32) | Y.
-// kInvalidArgument naming the text otherwise.
-Result<uint64_t> parse_lsn(std::string_view text);
-
-// The inverse, as PostgreSQL prints it: uppercase hex without leading zeros, "0/16B3748".
-std::string format_lsn(uint64_t lsn);
 
 }  // namespace tally::sql

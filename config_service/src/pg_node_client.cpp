@@ -6,17 +6,11 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "common/core/host_port.h"
+#include "common/pgclient/conninfo.h"
+
 namespace tally::config_service {
 namespace {
-
-std::string quote(const std::string& value) {
-  std::string out = "'";
-  for (char c : value) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
 
 std::string trimmed(const char* message) {
   std::string m = message ? message : "";
@@ -27,30 +21,24 @@ std::string trimmed(const char* message) {
 }  // namespace
 
 std::string pg_conninfo(const std::string& address, const PgAccess& access) {
-  auto colon = address.rfind(':');
-  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
-  std::string port = colon == std::string::npos ? "5432" : address.substr(colon + 1);
+  const HostPortText node = split_host_port(address, "5432");
   // libpq's connect_timeout is whole seconds, at least 2.
-  int timeout_s = std::max(2, (access.connect_timeout_ms + 999) / 1000);
-  return "host=" + quote(host) + " port=" + quote(port) + " dbname=" + quote(access.database) +
-         " user=" + quote(access.user) + " password=" + quote(access.password) +
-         " connect_timeout=" + std::to_string(timeout_s) + " application_name=config_service";
-}
-
-uint64_t parse_lsn(const char* text) {
-  if (text == nullptr || *text == '\0') return 0;
-  char* slash = nullptr;
-  uint64_t hi = std::strtoull(text, &slash, 16);
-  if (slash == nullptr || *slash != '/') return 0;
-  uint64_t lo = std::strtoull(slash + 1, nullptr, 16);
-  return (hi << 32) | lo;
+  const int timeout_s = std::max(2, (access.connect_timeout_ms + 999) / 1000);
+  return build_conninfo({{"host", node.host},
+                         {"port", node.port},
+                         {"dbname", access.database},
+                         {"user", access.user},
+                         {"password", access.password},
+                         {"connect_timeout", std::to_string(timeout_s)},
+                         {"application_name", "config_service"}});
 }
 
 PgNodeClient::PgNodeClient(std::string address, const PgAccess& access)
     : address_(std::move(address)) {
   // The checks must never hang on a wedged node for longer than a round or two.
-  conninfo_ = pg_conninfo(address_, access) +
-              " options='-c statement_timeout=" + std::to_string(access.statement_timeout_ms) + "'";
+  conninfo_ = pg_conninfo(address_, access);
+  append_conninfo_param(conninfo_, "options",
+                        "-c statement_timeout=" + std::to_string(access.statement_timeout_ms));
   // The server cancels a slow statement itself; the client gives up a second after that.
   answer_timeout_ = std::chrono::milliseconds(access.statement_timeout_ms + 1000);
 }

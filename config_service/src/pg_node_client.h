@@ -28,9 +28,6 @@ struct PgAccess {
 // libpq conninfo for `address` ("host:port").
 std::string pg_conninfo(const std::string& address, const PgAccess& access);
 
-// "16/B374D848" -> 0x16B374D848; 0 for anything else (NULL, empty).
-uint64_t parse_lsn(const char* text);
-
 class PgNodeClient {
  public:
   using Row = std::vector<std::optional<std::string>>;

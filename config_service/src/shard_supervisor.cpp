@@ -4,11 +4,20 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "common/pgclient/lsn.h"
 #include "config_service/src/service_log.h"
 
 namespace tally::config_service {
 
 namespace {
+
+// A node's LSN column; 0 ("not known") for an SQL NULL (a standby before its first replay) or a
+// text that is no LSN: the replica's lag is then not computed from LSNs.
+uint64_t known_lsn_or_zero(const std::optional<std::string>& text) {
+  if (!text) return 0;
+  const Result<uint64_t> lsn = parse_lsn(*text);
+  return lsn.ok() ? *lsn : 0;
+}
 
 bool is_true(const std::optional<std::string>& v) {
   return v && *v == "t";
@@ -171,7 +180,7 @@ ShardObservation ShardSupervisor::observe(const ShardRecord& record) {
   PgNodeClient& leader = client(record.leader);
   obs.leader = probe(leader, kLeaderSql, &rows);
   if (obs.leader.reachable) {
-    obs.leader.lsn = parse_lsn(rows[0][1] ? rows[0][1]->c_str() : nullptr);
+    obs.leader.lsn = known_lsn_or_zero(rows[0][1]);
     obs.leader_sync_names = rows[0][2].value_or("");
     if (!obs.leader.in_recovery) {
       auto repl = leader.query(kReplicationSql);
@@ -186,7 +195,7 @@ ShardObservation ShardSupervisor::observe(const ShardRecord& record) {
     rows.clear();
     obs.replica = probe(client(record.replica), kReplicaSql, &rows);
     if (obs.replica.reachable) {
-      uint64_t replayed = parse_lsn(rows[0][1] ? rows[0][1]->c_str() : nullptr);
+      uint64_t replayed = known_lsn_or_zero(rows[0][1]);
       int64_t age = std::atoll(rows[0][2].value_or("-1").c_str());
       obs.replica.lsn = replayed;
       if (obs.leader.reachable && obs.leader.lsn != 0 && replayed != 0) {

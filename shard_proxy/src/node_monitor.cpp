@@ -3,18 +3,20 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "common/pgclient/lsn.h"
+
 namespace tally::shard_proxy {
 
-uint64_t parse_pg_lsn(const char* text) {
-  if (text == nullptr) return 0;
-  char* slash = nullptr;
-  uint64_t hi = std::strtoull(text, &slash, 16);
-  if (slash == nullptr || *slash != '/') return 0;
-  uint64_t lo = std::strtoull(slash + 1, nullptr, 16);
-  return (hi << 32) | lo;
+namespace {
+
+// A node's LSN column; 0 ("not known") for an SQL NULL (a standby before its first replay) or a
+// text that is no LSN: no min_lsn read is then sent to that node, and its lag is read by time.
+uint64_t known_lsn_or_zero(PGresult* result, int column) {
+  if (PQgetisnull(result, 0, column)) return 0;
+  const Result<uint64_t> lsn = parse_lsn(PQgetvalue(result, 0, column));
+  return lsn.ok() ? *lsn : 0;
 }
 
-namespace {
 int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -76,7 +78,7 @@ void NodeMonitor::check_once() {
     }
     if (r) {
       lh.in_recovery = std::string(PQgetvalue(r.get(), 0, 0)) == "t";
-      leader_lsn = parse_pg_lsn(PQgetvalue(r.get(), 0, 1));
+      leader_lsn = known_lsn_or_zero(r.get(), 1);
       lh.lsn = leader_lsn;
       lh.reachable = true;
     } else {
@@ -98,7 +100,7 @@ void NodeMonitor::check_once() {
                    "pg_last_xact_replay_timestamp()) * 1000)::bigint, -1)");
     if (r) {
       rh.in_recovery = std::string(PQgetvalue(r.get(), 0, 0)) == "t";
-      uint64_t replayed = parse_pg_lsn(PQgetvalue(r.get(), 0, 1));
+      uint64_t replayed = known_lsn_or_zero(r.get(), 1);
       int64_t age = std::atoll(PQgetvalue(r.get(), 0, 2));
       rh.lsn = replayed;
       // Caught up with what the leader had a moment ago: no lag, however old the last commit.

@@ -46,7 +46,4 @@ class NodeMonitor {
   std::thread thread_;
 };
 
-// "16/B374D848" -> 0x16B374D848; 0 for anything else.
-uint64_t parse_pg_lsn(const char* text);
-
 }  // namespace tally::shard_proxy

@@ -12,19 +12,6 @@ const ProxyUser* ShardProxyConfig::user(std::string_view name) const {
   return nullptr;
 }
 
-namespace {
-
-void check_host_port(ConfigSection& section, const std::string& key, const std::string& value) {
-  auto colon = value.rfind(':');
-  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < value.size();
-  if (ok) {
-    for (size_t i = colon + 1; i < value.size(); ++i) ok = ok && isdigit(value[i]);
-  }
-  if (!ok) section.fail(key, "expected host:port, got \"" + value + "\"");
-}
-
-}  // namespace
-
 ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
   ShardProxyConfig c;
   c.file = file.string();
@@ -52,9 +39,9 @@ ShardProxyConfig load_shard_proxy_config(const std::filesystem::path& file) {
   auto backend = s.section("backend");
   c.database = backend.optional_string("database", c.database, "a database name");
   c.leader = backend.required_string("leader", "host:port");
-  check_host_port(backend, "leader", c.leader);
+  backend.check_host_port("leader", c.leader);
   c.replica = backend.optional_string("replica", "", "host:port");
-  if (!c.replica.empty()) check_host_port(backend, "replica", c.replica);
+  if (!c.replica.empty()) backend.check_host_port("replica", c.replica);
   c.pool_size = static_cast<int>(backend.optional_int("pool_size", c.pool_size, 1, 10000));
   c.connect_timeout_ms =
       static_cast<int>(backend.optional_int("connect_timeout_ms", c.connect_timeout_ms, 10, 60000));

@@ -3,6 +3,9 @@
 #include <chrono>
 #include <random>
 
+#include "common/core/host_port.h"
+#include "common/pgclient/conninfo.h"
+
 namespace tally::shard_proxy {
 
 ShardState::ShardState(const ShardProxyConfig& config) : config_(config) {
@@ -65,30 +68,22 @@ bool ShardState::replica_serves_reads(uint64_t min_lsn) const {
   return min_lsn == 0 || replica_health_.lsn.load(std::memory_order_relaxed) >= min_lsn;
 }
 
-namespace {
-std::string quote(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-}  // namespace
-
 std::string ShardState::conninfo(const std::string& address, const ProxyUser& user) const {
-  auto colon = address.rfind(':');
-  std::string options;
+  const HostPortText node = split_host_port(address);
+  std::string conninfo = build_conninfo({{"host", node.host},
+                                         {"port", node.port},
+                                         {"dbname", config_.database},
+                                         {"user", user.name},
+                                         {"password", user.password},
+                                         {"application_name", "tally_shard_proxy"},
+                                         {"sslmode", "disable"}});
   if (config_.statement_timeout_ms > 0) {
     // The server enforces the statement timeout itself: it cancels with 57014 and the connection
     // stays usable, which is exactly what the client must see.
-    options =
-        " options='-c statement_timeout=" + std::to_string(config_.statement_timeout_ms) + "'";
+    append_conninfo_param(conninfo, "options",
+                          "-c statement_timeout=" + std::to_string(config_.statement_timeout_ms));
   }
-  return "host=" + address.substr(0, colon) + " port=" + address.substr(colon + 1) +
-         " dbname=" + quote(config_.database) + " user=" + quote(user.name) +
-         " password=" + quote(user.password) + " application_name=tally_shard_proxy" +
-         " sslmode=disable" + options;
+  return conninfo;
 }
 
 std::vector<std::pair<std::string, std::string>> ShardState::server_parameters() const {

@@ -7,8 +7,10 @@
 #include <thread>
 
 #include "common/core/clock.h"
+#include "common/core/host_port.h"
 #include "common/keyspace/shard_map.h"
 #include "common/migrations/migration_runner.h"
+#include "common/pgclient/conninfo.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
 
@@ -17,26 +19,14 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-bool valid_host_port(const std::string& s) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
-  return s.find_first_not_of("0123456789", colon + 1) == std::string::npos;
-}
-
-std::string conninfo_value(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 std::string leader_conninfo(const BootstrapOptions& o, const std::string& address) {
-  auto colon = address.rfind(':');
-  return "host=" + conninfo_value(address.substr(0, colon)) + " port=" + address.substr(colon + 1) +
-         " dbname=" + conninfo_value(o.database) + " user=" + conninfo_value(o.admin_user) +
-         " password=" + conninfo_value(o.admin_password) + " connect_timeout=5";
+  const HostPortText leader = split_host_port(address);
+  return build_conninfo({{"host", leader.host},
+                         {"port", leader.port},
+                         {"dbname", o.database},
+                         {"user", o.admin_user},
+                         {"password", o.admin_password},
+                         {"connect_timeout", "5"}});
 }
 
 // Start-up path of a one-shot command: plain blocking libpq is fine here.
@@ -78,8 +68,8 @@ Result<std::vector<BootstrapShard>> parse_bootstrap_shards(const std::string& te
     auto slash = nodes.find('/');
     s.leader = nodes.substr(0, slash);
     if (slash != std::string::npos) s.replica = nodes.substr(slash + 1);
-    if (!valid_host_port(s.leader)) return fail("leader '" + s.leader + "' is not host:port");
-    if (slash != std::string::npos && !valid_host_port(s.replica)) {
+    if (!parse_host_port(s.leader)) return fail("leader '" + s.leader + "' is not host:port");
+    if (slash != std::string::npos && !parse_host_port(s.replica)) {
       return fail("replica '" + s.replica + "' is not host:port");
     }
     out.push_back(std::move(s));

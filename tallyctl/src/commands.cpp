@@ -12,7 +12,9 @@
 
 #include "common/cluster/cluster_manifest.h"
 #include "common/core/clock.h"
+#include "common/core/host_port.h"
 #include "common/migrations/migration_runner.h"
+#include "common/pgclient/conninfo.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
 #include "tallyctl/src/bootstrap.h"
@@ -398,11 +400,13 @@ int migrate(const Args& a, std::ostream& out, std::ostream& err) {
   std::vector<MigrationTarget> targets;
   const auto& admin = m->users.at("admin");
   for (const auto& s : topo->shards) {
-    auto colon = s.record.leader.rfind(':');
-    targets.push_back({s.range.name(), "host=" + s.record.leader.substr(0, colon) +
-                                           " port=" + s.record.leader.substr(colon + 1) +
-                                           " dbname=" + m->database + " user=" + admin.name +
-                                           " password=" + admin.password + " connect_timeout=5"});
+    const HostPortText leader = split_host_port(s.record.leader);
+    targets.push_back({s.range.name(), build_conninfo({{"host", leader.host},
+                                                       {"port", leader.port},
+                                                       {"dbname", m->database},
+                                                       {"user", admin.name},
+                                                       {"password", admin.password},
+                                                       {"connect_timeout", "5"}})});
   }
   auto outcomes = apply_migrations_to_all(targets, *files);
   if (!outcomes) return fail(err, outcomes.error());

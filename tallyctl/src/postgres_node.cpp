@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/pgclient/conninfo.h"
 #include "common/process/child_process.h"
 
 namespace tally {
@@ -16,24 +17,18 @@ namespace {
 
 constexpr const char* kSettingsFile = "tally.conf";
 
-std::string conninfo_quote(const std::string& value) {
-  std::string out = "'";
-  for (char c : value) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 }  // namespace
 
 PostgresNode::PostgresNode(PostgresNodeOptions options) : options_(std::move(options)) {}
 
 std::string PostgresNode::conninfo(const std::string& user, const std::string& password,
                                    const std::string& dbname) const {
-  return "host=127.0.0.1 port=" + std::to_string(options_.port) +
-         " dbname=" + conninfo_quote(dbname) + " user=" + conninfo_quote(user) +
-         " password=" + conninfo_quote(password) + " connect_timeout=5";
+  return build_conninfo({{"host", "127.0.0.1"},
+                         {"port", std::to_string(options_.port)},
+                         {"dbname", dbname},
+                         {"user", user},
+                         {"password", password},
+                         {"connect_timeout", "5"}});
 }
 
 Status PostgresNode::prepare_dir(const std::filesystem::path& dir) const {
@@ -273,10 +268,11 @@ Status PostgresNode::configure_standby(const PostgresNode& leader,
       kept.push_back(line);
     }
   }
-  std::string conninfo = "host=127.0.0.1 port=" + std::to_string(leader.options().port) +
-                         " user=" + conninfo_quote(credentials.replication_user) +
-                         " password=" + conninfo_quote(credentials.replication_password) +
-                         " application_name=" + conninfo_quote(slot);
+  const std::string conninfo = build_conninfo({{"host", "127.0.0.1"},
+                                               {"port", std::to_string(leader.options().port)},
+                                               {"user", credentials.replication_user},
+                                               {"password", credentials.replication_password},
+                                               {"application_name", slot}});
   auto setting = [](const std::string& value) {
     std::string out = "'";
     for (char c : value) {
@@ -323,8 +319,11 @@ Status PostgresNode::rewind_from(const PostgresNode& source,
   auto st = run_tool(
       "pg_rewind",
       {"--target-pgdata=" + options_.data_dir.string(),
-       "--source-server=host=127.0.0.1 port=" + std::to_string(source.options().port) +
-           " user=" + conninfo_quote(credentials.superuser) + " dbname=postgres connect_timeout=5",
+       "--source-server=" + build_conninfo({{"host", "127.0.0.1"},
+                                            {"port", std::to_string(source.options().port)},
+                                            {"user", credentials.superuser},
+                                            {"dbname", "postgres"},
+                                            {"connect_timeout", "5"}}),
        "--progress"},
       {{"PGPASSWORD", credentials.superuser_password}}, std::chrono::seconds(600));
   if (!st) return st;

@@ -11,6 +11,7 @@
 
 #include "common/cluster/cluster_manifest.h"
 #include "common/core/clock.h"
+#include "common/core/host_port.h"
 #include "common/process/child_process.h"
 #include "common/process/system_user.h"
 #include "common/topology/topology.h"
@@ -141,8 +142,8 @@ class ShardContext {
 
   // The shard's PostgreSQL process that listens on `address` (host:port).
   ManifestProcess* pg_process(const std::string& address) {
-    auto colon = address.rfind(':');
-    int port = colon == std::string::npos ? -1 : std::atoi(address.c_str() + colon + 1);
+    const Result<HostPort> parsed = parse_host_port(address);
+    const int port = parsed.ok() ? parsed->port : -1;
     for (auto& p : manifest_.processes) {
       if ((p.role == "pg_leader" || p.role == "pg_replica") && p.shard == range_ &&
           p.ports.count("pg") && p.ports.at("pg") == port) {

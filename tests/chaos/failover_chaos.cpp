@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/cluster/cluster_manifest.h"
+#include "common/core/host_port.h"
 #include "common/process/child_process.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
@@ -174,8 +175,7 @@ class Chaos {
   }
 
   const ManifestProcess* process_at(const std::string& address) const {
-    auto colon = address.rfind(':');
-    int port = std::stoi(address.substr(colon + 1));
+    int port = std::stoi(std::string(split_host_port(address).port));
     for (const auto& p : manifest_.processes) {
       auto it = p.ports.find("pg");
       if ((p.role == "pg_leader" || p.role == "pg_replica") && it != p.ports.end() &&

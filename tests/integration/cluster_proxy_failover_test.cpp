@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/cluster/cluster_manifest.h"
+#include "common/core/host_port.h"
 #include "common/keyspace/ksid.h"
 #include "common/keyspace/shard_map.h"
 #include "common/process/child_process.h"
@@ -203,7 +204,7 @@ class ClusterProxyFailoverTest : public ::testing::Test {
   }
 
   const ManifestProcess* process_at(const std::string& address) const {
-    int port = std::stoi(address.substr(address.rfind(':') + 1));
+    int port = std::stoi(std::string(split_host_port(address).port));
     for (const auto& p : manifest_.processes) {
       auto it = p.ports.find("pg");
       if ((p.role == "pg_leader" || p.role == "pg_replica") && it != p.ports.end() &&

@@ -20,6 +20,7 @@
 
 #include "common/cluster/cluster_manifest.h"
 #include "common/core/clock.h"
+#include "common/core/host_port.h"
 #include "common/process/child_process.h"
 #include "common/topology/topology.h"
 #include "common/zk/zk_client.h"
@@ -115,9 +116,8 @@ class ShardOperationsTest : public ::testing::Test {
 
   static std::string admin_info(const std::string& address) {
     const auto& u = manifest_.users.at("admin");
-    auto colon = address.rfind(':');
-    return "host=127.0.0.1 port=" + address.substr(colon + 1) + " dbname=tally user=" + u.name +
-           " password=" + u.password + " connect_timeout=5";
+    return "host=127.0.0.1 port=" + std::string(split_host_port(address).port) +
+           " dbname=tally user=" + u.name + " password=" + u.password + " connect_timeout=5";
   }
   static std::string proxy_info() {
     const auto& u = manifest_.users.at("admin");
@@ -382,7 +382,7 @@ TEST_F(ShardOperationsTest, RejoinAfterAHandMadeFailover) {
   ASSERT_TRUE(rejoined.ok()) << rejoined.error();
   EXPECT_EQ(rejoined.query("SELECT pg_is_in_recovery()"), "t");
   EXPECT_EQ(rejoined.query("SELECT status || ' ' || sender_port FROM pg_stat_wal_receiver"),
-            "streaming " + before.replica.substr(before.replica.rfind(':') + 1));
+            "streaming " + std::string(split_host_port(before.replica).port));
   EXPECT_EQ(r.query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"), "1");
   EXPECT_EQ(rejoined.query("SHOW synchronous_standby_names"), "");
   ASSERT_EQ(r.query("ALTER SYSTEM RESET synchronous_standby_names"), "OK");

@@ -50,6 +50,16 @@ TEST(ClusterManifestTest, ContractShape) {
   }
 }
 
+// cluster.json may name any password; it used to be written into the conninfo bare, so a space or
+// a quote in it broke the string (tallyctl migrate did the same).
+TEST(ClusterManifestTest, ConninfoQuotesAPasswordLibpqWouldMisread) {
+  auto m = sample();
+  m.users["admin"] = {"tally", "s3cret with 'quote'"};
+  EXPECT_EQ(
+      m.conninfo(*m.find("pg-shard0-leader"), "admin"),
+      R"(host=127.0.0.1 port=16010 dbname=tally user=tally password='s3cret with \'quote\'')");
+}
+
 TEST(ClusterManifestTest, ConninfoForUser) {
   auto m = sample();
   EXPECT_EQ(m.conninfo(*m.find("pg-shard0-leader"), "admin"),

@@ -405,7 +405,7 @@ TEST(ApiRequestTest, ReadTokensRoundTrip) {
        {"", "-80", "-80@", "-80@0", "-80@0/xyz", "zz@0/1", "-80@0/1,", "-80@123456789/1"}) {
     EXPECT_FALSE(parse_token(bad).ok()) << bad;
   }
-  EXPECT_EQ(parse_lsn("0/0"), 0u);
+  EXPECT_EQ(*parse_lsn("0/0"), 0u);
   EXPECT_EQ(format_lsn(0xFFFFFFFFFFFFFFFFULL), "FFFFFFFF/FFFFFFFF");
 }
 

@@ -44,6 +44,22 @@ TEST(ConfigTest, UnknownKeyNamesFileKeyAndKnownKeys) {
   EXPECT_NE(msg.find("port"), std::string::npos) << msg;
 }
 
+// The shard proxy's and the cluster proxy's loaders each had a check_host_port; neither rejected
+// port 0 or 99999, and only one limited the digits. Both now call this one.
+TEST(ConfigTest, HostPortOutsideOneTo65535IsRejectedNamingFileKeyAndForm) {
+  auto root = load_config_text("backend: {}\n", "proxy.yaml");
+  auto backend = root.section("backend");
+  for (const char* good : {"db:5432", "127.0.0.1:1", "pg-s0:65535"}) {
+    EXPECT_EQ(error_of([&] { backend.check_host_port("leader", good); }), "<no error>") << good;
+  }
+  for (const char* bad : {"db:99999", "db:0", "db:123456", "db", ":5432", "db:54x2"}) {
+    EXPECT_EQ(error_of([&] { backend.check_host_port("leader", bad); }),
+              std::string("config error in proxy.yaml: key 'backend.leader': expected host:port "
+                          "with a port from 1 to 65535, got \"") +
+                  bad + "\"");
+  }
+}
+
 TEST(ConfigTest, MissingRequiredKey) {
   auto root = load_config_text("server: {}\n", "svc.yaml");
   auto server = root.section("server");

@@ -1,6 +1,6 @@
 // Unit tests for common/sql: statement hints (every key, every error with its message, where a
-// hint comment counts), LSN text round trips, and the statement classifier by table: reads it
-// must be sure of, writes hidden in reads, transaction and session statements, lexer corners.
+// hint comment counts) and the statement classifier by table: reads it must be sure of, writes
+// hidden in reads, transaction and session statements, lexer corners. LSN text: codecs_test.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -159,38 +159,6 @@ TEST(StatementHints, UnterminatedOrdinaryCommentIsLeftToPostgres) {
 TEST(StatementHints, OnlyCommentsMeansEmptyBody) {
   const std::string sql = "/*tally: route=leader*/ -- nothing else";
   EXPECT_EQ(hinted(sql).body_offset, sql.size());
-}
-
-TEST(Lsn, ParseAndFormatRoundTrip) {
-  struct Case {
-    std::string_view text;
-    uint64_t value;
-  };
-  for (const Case& c : {Case{"0/0", 0}, Case{"0/16B3748", 0x16B3748},
-                        Case{"16/B374D848", (uint64_t{0x16} << 32) | 0xB374D848},
-                        Case{"FFFFFFFF/FFFFFFFF", ~uint64_t{0}}, Case{"1/0", uint64_t{1} << 32}}) {
-    Result<uint64_t> parsed = parse_lsn(c.text);
-    ASSERT_TRUE(parsed.ok()) << c.text;
-    EXPECT_EQ(*parsed, c.value) << c.text;
-    EXPECT_EQ(format_lsn(c.value), c.text);
-  }
-  EXPECT_EQ(*parse_lsn("a/b"), (uint64_t{0xA} << 32) | 0xB);  // lower case accepted
-  EXPECT_EQ(*parse_lsn("00000001/00000002"), (uint64_t{1} << 32) | 2);
-  for (uint64_t v : {uint64_t{1}, uint64_t{0x123456789ABCDEF0}, uint64_t{0xDEADBEEF} << 32}) {
-    EXPECT_EQ(*parse_lsn(format_lsn(v)), v);
-  }
-}
-
-TEST(Lsn, RejectsMalformedText) {
-  for (std::string_view bad : {"", "/", "0/", "/0", "0x1/0", "1/2/3", "123456789/0", "0/123456789",
-                               "g/0", " 0/0", "0/0 ", "-1/0"}) {
-    Result<uint64_t> parsed = parse_lsn(bad);
-    ASSERT_FALSE(parsed.ok()) << bad;
-    EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
-  }
-  EXPECT_EQ(parse_lsn("x/y").error().message,
-            "LSN \"x/y\": expected two groups of 1-8 hex digits separated by '/', such as "
-            "0/16B3748");
 }
 
 // ---------------------------------------------------------------------------------------------
