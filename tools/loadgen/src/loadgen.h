@@ -94,6 +94,7 @@ struct AuditReport {
   int64_t got_events = 0;
   std::vector<AuditMismatch> mismatches;
   double seconds_waited = 0;  // until the stats matched (or the wait ended)
+  size_t reread_pairs = 0;    // reads after the first pass: counts settling, or a failed read
   bool ok() const { return mismatches.empty(); }
 };
 
